@@ -1,0 +1,56 @@
+"""What the engine returns for a request."""
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RequestMetrics:
+    """Timings in seconds (time.perf_counter clock) and token counts of one request.
+
+    AR: ttft is arrival to first generated token, tpot the mean time between later tokens.
+    Mask-predict: nfe counts encoder passes (function evaluations); tokens_per_pass how many
+    slots each pass filled; ttft is arrival to the end of the first pass.
+    """
+
+    arrival_time: float = 0.0
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    finished_time: float | None = None
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    nfe: int = 0
+    tokens_per_pass: list[int] = field(default_factory=list)
+    pass_texts: list[str] | None = None
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+    @property
+    def e2e(self) -> float | None:
+        return None if self.finished_time is None else self.finished_time - self.arrival_time
+
+    @property
+    def tpot(self) -> float | None:
+        if self.finished_time is None or self.first_token_time is None or self.generated_tokens < 2:
+            return None
+        return (self.finished_time - self.first_token_time) / (self.generated_tokens - 1)
+
+
+@dataclass
+class RequestOutput:
+    """A request's state after a step; `finished` outputs are final.
+
+    token_ids holds generated tokens only (AR: new tokens; mask-predict: the N target
+    slots); text is their decoding (mask-predict: up to the first end-of-sequence token).
+    """
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finished: bool
+    finish_reason: str | None = None
+    metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    logprobs: list[dict[int, float]] | None = None

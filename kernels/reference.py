@@ -1,0 +1,239 @@
+"""Plain-torch references for every kernel: the specification, and the CPU backend.
+
+Each function has the signature of its Triton twin in `kernels` and validates its
+arguments the same way. Math runs in fp32 and the result is cast back to the input dtype,
+which is what the Triton kernels do too, so the two agree to fp32 rounding.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks
+
+
+def store_kv(k, v, k_cache, v_cache, slot_mapping):
+    """Write k/v rows [N, Hkv, D] into cache slot `slot_mapping[i]`; slot -1 is skipped.
+
+    A slot is `block * block_size + offset` in a cache [num_blocks, block_size, Hkv, D].
+    """
+    _checks.check_store_kv(k, v, k_cache, v_cache, slot_mapping)
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep].long()
+    block_size = k_cache.shape[1]
+    blocks, offsets = slots // block_size, slots % block_size
+    k_cache[blocks, offsets] = k[keep]
+    v_cache[blocks, offsets] = v[keep]
+
+
+def _gather_context(cache, block_table, length):
+    """The first `length` rows [length, Hkv, D] of one sequence's paged cache."""
+    block_size = cache.shape[1]
+    num_blocks = (length + block_size - 1) // block_size
+    rows = cache[block_table[:num_blocks].long()].flatten(0, 1)
+    return rows[:length]
+
+
+def _attend(q, k, v, scale, mask=None):
+    """Softmax attention in fp32. q [Tq, Hq, D], k/v [Tk, Hkv, D]; GQA by repetition."""
+    group = q.shape[1] // k.shape[1]
+    k = k.float().repeat_interleave(group, dim=1)
+    v = v.float().repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q.float(), k) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.einsum("hqk,khd->qhd", probs, v)
+
+
+def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
+    """One query token per sequence, q [B, Hq, D], over its first context_lens[b] cached rows."""
+    _checks.check_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+    out = torch.empty_like(q)
+    for b in range(q.shape[0]):
+        n = int(context_lens[b])
+        k = _gather_context(k_cache, block_tables[b], n)
+        v = _gather_context(v_cache, block_tables[b], n)
+        out[b] = _attend(q[b : b + 1], k, v, scale)[0].to(q.dtype)
+    return out
+
+
+def _causal_mask(num_queries, num_keys, device):
+    """Query i sits at absolute position num_keys - num_queries + i and sees keys up to it."""
+    q_pos = torch.arange(num_keys - num_queries, num_keys, device=device)
+    k_pos = torch.arange(num_keys, device=device)
+    return k_pos[None, :] <= q_pos[:, None]
+
+
+def prefill_attention(q, k, v, cu_seqlens, scale, causal):
+    """Packed variable-length attention: sequence i owns rows cu_seqlens[i]:cu_seqlens[i+1].
+
+    q [T, Hq, D], k/v [T, Hkv, D]; no attention across sequences; causal=False is the
+    bidirectional encoder case.
+    """
+    _checks.check_prefill_attention(q, k, v, cu_seqlens, scale, causal)
+    out = torch.empty_like(q)
+    bounds = cu_seqlens.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end == start:
+            continue
+        mask = _causal_mask(end - start, end - start, q.device) if causal else None
+        out[start:end] = _attend(q[start:end], k[start:end], v[start:end], scale, mask).to(q.dtype)
+    return out
+
+
+def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
+    """Causal attention of new query tokens over a paged cache that already holds their keys.
+
+    Sequence b's queries q[cu_seqlens_q[b]:cu_seqlens_q[b+1]] are its last n_b tokens; its
+    cache holds context_lens[b] rows (cached prefix + the new tokens, stored by `store_kv`).
+    This serves chunked prefill and prefix-cache hits; n_b = 1 is a decode step.
+    """
+    _checks.check_paged_prefill_attention(
+        q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale
+    )
+    out = torch.empty_like(q)
+    bounds = cu_seqlens_q.tolist()
+    for b, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if end == start:
+            continue
+        n = int(context_lens[b])
+        k = _gather_context(k_cache, block_tables[b], n)
+        v = _gather_context(v_cache, block_tables[b], n)
+        mask = _causal_mask(end - start, n, q.device)
+        out[start:end] = _attend(q[start:end], k, v, scale, mask).to(q.dtype)
+    return out
+
+
+def _add_residual(x, residual):
+    # The sum is rounded to the input dtype, as HF models add residuals in the model dtype.
+    return x if residual is None else x + residual
+
+
+def rms_norm(x, weight, eps, residual=None):
+    """y = x / sqrt(mean(x^2) + eps) * weight; with a residual, h = x + residual, returns (y, h)."""
+    _checks.check_norm(x, weight, None, eps, residual)
+    h = _add_residual(x, residual)
+    hf = h.float()
+    y = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    y = y.to(x.dtype)
+    return y if residual is None else (y, h)
+
+
+def layer_norm(x, weight, bias, eps, residual=None):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias; with a residual, returns (y, h)."""
+    _checks.check_norm(x, weight, bias, eps, residual)
+    h = _add_residual(x, residual)
+    b = None if bias is None else bias.float()
+    y = F.layer_norm(h.float(), (h.shape[-1],), weight.float(), b, eps).to(x.dtype)
+    return y if residual is None else (y, h)
+
+
+def rotary_embedding(q, k, positions, cos_cache, sin_cache):
+    """Rotate q [T, Hq, D] and k [T, Hkv, D] by their positions (GPT-NeoX / Llama layout).
+
+    The halves x1 = x[..., :D/2], x2 = x[..., D/2:] become (x1 cos - x2 sin, x2 cos + x1 sin)
+    with cos/sin = cos_cache[pos], sin_cache[pos] of shape [D/2] (fp32; rope scaling such as
+    llama3's is folded into the tables). Returns new tensors (q_rot, k_rot).
+    """
+    _checks.check_rotary(q, k, positions, cos_cache, sin_cache)
+    cos = cos_cache[positions.long()][:, None, :]
+    sin = sin_cache[positions.long()][:, None, :]
+
+    def rotate(x):
+        x1, x2 = x.float().chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+    return rotate(q), rotate(k)
+
+
+def silu_and_mul(x):
+    """SwiGLU: x [..., 2I] = [gate | up] -> silu(gate) * up of shape [..., I]."""
+    _checks.check_gated(x)
+    gate, up = x.float().chunk(2, dim=-1)
+    return (F.silu(gate) * up).to(x.dtype)
+
+
+def gelu(x, approximate="none"):
+    """GELU with the exact erf form ("none", BERT) or the tanh approximation ("tanh", GPT-2)."""
+    _checks.check_gelu(x, approximate)
+    return F.gelu(x.float(), approximate=approximate).to(x.dtype)
+
+
+def _fmix32(h):
+    # murmur3's 32-bit finalizer on int64 tensors holding uint32 values.
+    mask = 0xFFFFFFFF
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & mask
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & mask
+    return h ^ (h >> 16)
+
+
+def uniform_noise(seeds, vocab_size):
+    """Counter-based uniforms in (0, 1), [B, V] fp32: u[b, j] depends only on (seeds[b], j).
+
+    h = fmix32(j * 0x9E3779B1 + seed_lo  XOR  seed_hi * 0x85EBCA77) (uint32 arithmetic), and
+    u = (h >> 8 + 0.5) / 2^24. The Triton sampler computes the same bits, so a seeded draw is
+    reproducible across backends and independent of the other rows in the batch.
+    """
+    mask = 0xFFFFFFFF
+    seeds = seeds.to(torch.int64)
+    lo, hi = (seeds & mask)[:, None], ((seeds >> 32) & mask)[:, None]
+    j = torch.arange(vocab_size, device=seeds.device, dtype=torch.int64)[None, :]
+    h = ((j * 0x9E3779B1 + lo) & mask) ^ ((hi * 0x85EBCA77) & mask)
+    h = _fmix32(h)
+    return ((h >> 8).float() + 0.5) / 16777216.0
+
+
+def top_k_top_p_mask(logits, temperature, top_k, top_p):
+    """Which tokens each row may draw, [B, V] bool, after top-k and then top-p.
+
+    Top-k keeps tokens whose logit is >= the k-th largest (k = 0 keeps all). Top-p keeps the
+    smallest set of most probable remaining tokens whose probability (softmax of logits /
+    temperature over the top-k set) reaches top_p: every token with probability >= that of
+    the last token the set needs. Ties at a threshold are all kept.
+    """
+    x = logits.float() / temperature.clamp_min(1e-6)[:, None]
+    vocab = x.shape[1]
+    sorted_x = x.sort(dim=-1, descending=True).values
+    k = torch.where((top_k <= 0) | (top_k > vocab), vocab, top_k).long()
+    kth = sorted_x.gather(1, (k - 1)[:, None])
+    allowed = x >= kth
+    probs = torch.softmax(x.masked_fill(~allowed, float("-inf")), dim=-1)
+    sorted_p = probs.sort(dim=-1, descending=True).values
+    before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each sorted position
+    needed = (before < top_p[:, None]) & (sorted_p > 0)
+    p_min = torch.where(needed, sorted_p, torch.inf).min(dim=-1, keepdim=True).values
+    return allowed & (probs >= p_min)
+
+
+def sample(logits, temperature, top_k, top_p, seeds):
+    """Draw one token per row, int64 [B], from logits [B, V].
+
+    temperature [B] fp32 (0 = argmax), top_k [B] int (0 = off), top_p [B] fp32 (1.0 = off),
+    seeds [B] int64. The draw is Gumbel-max over the allowed tokens:
+    argmax(logits / T - log(-log(u))) with u = uniform_noise(seeds), an exact sample from
+    softmax(logits / T) restricted to top_k_top_p_mask.
+    """
+    _checks.check_sample(logits, temperature, top_k, top_p, seeds)
+    greedy = logits.float().argmax(dim=-1)
+    allowed = top_k_top_p_mask(logits, temperature, top_k, top_p)
+    gumbel = -torch.log(-torch.log(uniform_noise(seeds, logits.shape[1])))
+    scores = logits.float() / temperature.clamp_min(1e-6)[:, None] + gumbel
+    drawn = scores.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+    return torch.where(temperature > 0, drawn, greedy)
+
+
+def confidence_argmax(logits):
+    """Per row of logits [B, V]: (argmax token int64 [B], its softmax probability fp32 [B]).
+
+    The probability of the argmax is 1 / sum_j exp(x_j - max): no softmax is materialised.
+    Ties go to the lowest index, as torch.argmax does.
+    """
+    _checks.check_logits(logits)
+    x = logits.float()
+    token = x.argmax(dim=-1)
+    m = x.max(dim=-1, keepdim=True).values
+    prob = 1.0 / torch.exp(x - m).sum(dim=-1)
+    return token, prob

@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="duodecode",
+    version="0.1.0",
+    description="Autoregressive and mask-predict text decoding on Triton kernels",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["engine", "engine.*", "kernels", "kernels.*", "benchmarks", "benchmarks.*"]),
+    package_data={"benchmarks": ["assets/**/*"]},
+    install_requires=[
+        "torch>=2.4",
+        "triton>=3.2",
+        "transformers>=4.45",
+        "safetensors",
+        "tokenizers",
+        "numba",
+        "numpy",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-benchmark", "pytest-xdist"],
+        "bench": ["pytest-benchmark"],
+    },
+)

@@ -1,0 +1,16 @@
+import pytest
+import torch
+
+import kernels  # noqa: F401  (chooses Triton's interpreter on CPU before triton is imported)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def device():
+    return DEVICE
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
