@@ -1,0 +1,1 @@
+"""duodecode benchmarks: the headline report (`python -m benchmarks`), the reference language, training, kernel checks."""
