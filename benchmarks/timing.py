@@ -1,0 +1,34 @@
+"""Wall-clock timing that is honest on both CPU and CUDA: warm-up, then the median of reps."""
+import statistics
+import time
+
+import torch
+
+
+def median_seconds(fn, device="cpu", warmup=2, reps=10, max_seconds=None):
+    """Median seconds of one call of `fn()`; CUDA calls are timed with events after a sync.
+
+    max_seconds caps the measuring loop (at least 3 reps) so slow paths (Triton's
+    interpreter) stay affordable.
+    """
+    cuda = str(device).startswith("cuda")
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    times, start = [], time.perf_counter()
+    for _ in range(reps):
+        if cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        if max_seconds is not None and len(times) >= 3 and time.perf_counter() - start > max_seconds:
+            break
+    return statistics.median(times)
