@@ -1,0 +1,116 @@
+"""GPT-2 (HF `GPT2LMHeadModel` checkpoints) on the engine's kernels.
+
+Pre-norm blocks with learned absolute positions; the residual add is fused into the next
+LayerNorm (ops.layer_norm with a residual returns (norm(x + res), x + res)).
+"""
+import torch.nn.functional as F
+from torch import nn
+
+from engine.attention import AttentionMetadata, PagedAttention
+from engine.models.layers import WeightSource, canonical_names, load_hf_weights
+
+GELU_APPROXIMATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, config, ops, layer_idx):
+        super().__init__()
+        hidden, heads = config.n_embd, config.n_head
+        self.ops, self.eps = ops, config.layer_norm_epsilon
+        self.num_heads, self.head_dim = heads, hidden // heads
+        inner = config.n_inner or 4 * hidden
+        self.ln_1 = nn.LayerNorm(hidden)
+        self.qkv_proj = nn.Linear(hidden, 3 * hidden)
+        self.o_proj = nn.Linear(hidden, hidden)
+        self.ln_2 = nn.LayerNorm(hidden)
+        self.fc_in = nn.Linear(hidden, inner)
+        self.fc_out = nn.Linear(inner, hidden)
+        scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            scale /= layer_idx + 1
+        self.attn = PagedAttention(ops, heads, heads, self.head_dim, scale)
+        self.gelu_approximate = GELU_APPROXIMATIONS[config.activation_function]
+
+    def forward(self, hidden, residual, meta):
+        """hidden: the previous block's output; residual: the stream before it (None at the
+        first block). Returns this block's (output, residual stream)."""
+        ops = self.ops
+        if residual is None:
+            x, residual = ops.layer_norm(hidden, self.ln_1.weight, self.ln_1.bias, self.eps), hidden
+        else:
+            x, residual = ops.layer_norm(hidden, self.ln_1.weight, self.ln_1.bias, self.eps, residual)
+        q, k, v = self.qkv_proj(x).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
+        attn = self.attn(q, k, v, meta).flatten(1)
+        x, residual = ops.layer_norm(self.o_proj(attn), self.ln_2.weight, self.ln_2.bias, self.eps, residual)
+        x = ops.gelu(self.fc_in(x), approximate=self.gelu_approximate)
+        return self.fc_out(x), residual
+
+
+class GPT2ForCausalLM(nn.Module):
+    def __init__(self, hf_config, ops):
+        super().__init__()
+        config = hf_config
+        if config.activation_function not in GELU_APPROXIMATIONS:
+            raise ValueError(
+                f"GPT-2 activation_function must be one of {sorted(GELU_APPROXIMATIONS)}, "
+                f"got {config.activation_function!r}"
+            )
+        self.config, self.ops, self.eps = config, ops, config.layer_norm_epsilon
+        self.tie_word_embeddings = getattr(config, "tie_word_embeddings", True)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.blocks = nn.ModuleList(GPT2Block(config, ops, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.num_layers = config.n_layer
+        self.num_kv_heads = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+
+    def attention_layers(self):
+        return [block.attn for block in self.blocks]
+
+    def forward(self, input_ids, positions, meta: AttentionMetadata):
+        """Flat tokens input_ids/positions [T] -> final hidden states [T, n_embd]."""
+        hidden = F.embedding(input_ids, self.wte.weight) + F.embedding(positions, self.wpe.weight)
+        residual = None
+        for block in self.blocks:
+            hidden, residual = block(hidden, residual, meta)
+        out, _ = self.ops.layer_norm(hidden, self.ln_f.weight, self.ln_f.bias, self.eps, residual)
+        return out
+
+    def compute_logits(self, hidden):
+        return F.linear(hidden, self.lm_head.weight).float()
+
+    def load_weights(self, weights):
+        weights = canonical_names(weights, "transformer.")
+        load_hf_weights(self, weights, self._weight_sources(), ignored=self._ignored)
+
+    def _ignored(self, name):
+        # Older checkpoints store the causal-mask buffers; a tied head may be saved anyway.
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            return True
+        return self.tie_word_embeddings and name == "lm_head.weight"
+
+    def _weight_sources(self):
+        t = "transformer."
+        sources = {
+            "wte.weight": WeightSource((t + "wte.weight",)),
+            "wpe.weight": WeightSource((t + "wpe.weight",)),
+            "ln_f.weight": WeightSource((t + "ln_f.weight",)),
+            "ln_f.bias": WeightSource((t + "ln_f.bias",)),
+            "lm_head.weight": WeightSource(
+                (t + "wte.weight",) if self.tie_word_embeddings else ("lm_head.weight",)
+            ),
+        }
+        hf_names = {  # ours -> HF, per block; Conv1D weights are stored [in, out]
+            "ln_1": "ln_1", "qkv_proj": "attn.c_attn", "o_proj": "attn.c_proj",
+            "ln_2": "ln_2", "fc_in": "mlp.c_fc", "fc_out": "mlp.c_proj",
+        }
+        for i in range(self.num_layers):
+            for ours, theirs in hf_names.items():
+                hf = f"{t}h.{i}.{theirs}"
+                conv1d = not ours.startswith("ln_")
+                sources[f"blocks.{i}.{ours}.weight"] = WeightSource((hf + ".weight",), conv1d)
+                sources[f"blocks.{i}.{ours}.bias"] = WeightSource((hf + ".bias",))
+        return sources
+

@@ -1,0 +1,135 @@
+"""The Llama family (Llama 2/3, Qwen2, Mistral) on the engine's kernels.
+
+Pre-norm decoder blocks with RMSNorm, rotary positions (rope scaling folded into the tables),
+grouped-query attention and a SwiGLU MLP. q/k/v and gate/up are fused into one matmul each.
+Family differences come from the config: Qwen2 has biases on q/k/v, `attention_bias` /
+`mlp_bias` add the others, `tie_word_embeddings` shares the embedding with the head, and a
+Mistral sliding window caps the served context (see loader.max_positions).
+"""
+import torch.nn.functional as F
+from torch import nn
+
+from engine.attention import AttentionMetadata, PagedAttention
+from engine.models.layers import RotaryTables, WeightSource, canonical_names, load_hf_weights
+
+# Fused parameters of ours -> the HF projections concatenated (in this order) to form them.
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _head_dim(config):
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config, ops, rotary):
+        super().__init__()
+        self.ops, self.rotary = ops, rotary
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = _head_dim(config)
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.split_sizes = (q_size, kv_size, kv_size)
+        attention_bias = getattr(config, "attention_bias", False)
+        qkv_bias = attention_bias or config.model_type == "qwen2"
+        self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=qkv_bias)
+        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=attention_bias)
+        self.attn = PagedAttention(ops, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
+
+    def forward(self, x, positions, meta):
+        q, k, v = self.qkv_proj(x).split(self.split_sizes, dim=-1)
+        q = q.view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        cos, sin = self.rotary.get(x.device)
+        q, k = self.ops.rotary_embedding(q, k, positions, cos, sin)
+        return self.o_proj(self.attn(q, k, v, meta).flatten(1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config, ops):
+        super().__init__()
+        self.ops = ops
+        bias = getattr(config, "mlp_bias", False)
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+
+    def forward(self, x):
+        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config, ops, rotary):
+        super().__init__()
+        self.ops = ops
+        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config, ops, rotary)
+        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = LlamaMLP(config, ops)
+
+    def forward(self, hidden, residual, positions, meta):
+        """hidden: the previous layer's output; residual: the stream before it (None at the
+        first layer). Returns this layer's (output, residual stream)."""
+        norm = self.input_layernorm
+        if residual is None:
+            x, residual = self.ops.rms_norm(hidden, norm.weight, norm.eps), hidden
+        else:
+            x, residual = self.ops.rms_norm(hidden, norm.weight, norm.eps, residual)
+        attn = self.self_attn(x, positions, meta)
+        norm = self.post_attention_layernorm
+        x, residual = self.ops.rms_norm(attn, norm.weight, norm.eps, residual)
+        return self.mlp(x), residual
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, hf_config, ops):
+        super().__init__()
+        config = hf_config
+        if config.hidden_act != "silu":
+            raise ValueError(f"hidden_act must be 'silu' (SwiGLU MLP), got {config.hidden_act!r}")
+        self.config, self.ops = config, ops
+        self.tie_word_embeddings = getattr(config, "tie_word_embeddings", False)
+        rotary = RotaryTables(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(config, ops, rotary) for _ in range(config.num_hidden_layers)
+        )
+        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.num_layers = config.num_hidden_layers
+        self.num_kv_heads = self.layers[0].self_attn.num_kv_heads
+        self.head_dim = _head_dim(config)
+
+    def attention_layers(self):
+        return [layer.self_attn.attn for layer in self.layers]
+
+    def forward(self, input_ids, positions, meta: AttentionMetadata):
+        """Flat tokens input_ids/positions [T] -> final hidden states [T, hidden_size]."""
+        hidden = F.embedding(input_ids, self.embed_tokens.weight)
+        residual = None
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual, positions, meta)
+        out, _ = self.ops.rms_norm(hidden, self.norm.weight, self.norm.eps, residual)
+        return out
+
+    def compute_logits(self, hidden):
+        return F.linear(hidden, self.lm_head.weight).float()
+
+    def load_weights(self, weights):
+        weights = canonical_names(weights, "model.")
+        sources = {name: self._weight_source(name) for name, _ in self.named_parameters(remove_duplicate=False)}
+        load_hf_weights(self, weights, sources, ignored=self._ignored)
+
+    def _weight_source(self, name):
+        if name == "lm_head.weight":
+            return WeightSource(("model.embed_tokens.weight" if self.tie_word_embeddings else name,))
+        module, leaf = name.rsplit(".", 1)
+        owner, _, proj = module.rpartition(".")
+        if proj in FUSED:
+            return WeightSource(tuple(f"model.{owner}.{part}.{leaf}" for part in FUSED[proj]))
+        return WeightSource((f"model.{name}",))
+
+    def _ignored(self, name):
+        # Older checkpoints store rotary inv_freq buffers; a tied head may be saved anyway.
+        if name.endswith("rotary_emb.inv_freq"):
+            return True
+        return self.tie_word_embeddings and name == "lm_head.weight"
