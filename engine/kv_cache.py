@@ -1,0 +1,164 @@
+"""Paged KV cache: a block allocator with reference counts and prefix caching, and the tensors.
+
+Prefix caching: once every token of a full block has been computed, the block is sealed
+under the hash of its content chained to its parent's hash, hash(parent_hash, tokens), so a
+later request whose tokens start the same way reuses the block instead of recomputing it.
+A sealed block whose reference count drops to zero stays in the cache, reusable, until a new
+allocation needs it; the least recently released one is evicted first.
+"""
+from collections import OrderedDict, deque
+
+import torch
+
+from engine.request import Request
+
+
+class BlockManager:
+    """Owns block ids 0..num_blocks-1 and the block table of every admitted request."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.ref_counts = [0] * num_blocks
+        self.block_hash: list[int | None] = [None] * num_blocks
+        self.block_tokens: list[tuple | None] = [None] * num_blocks
+        self.free_ids = deque(range(num_blocks))  # unreferenced and not in the prefix cache
+        self.evictable: OrderedDict[int, None] = OrderedDict()  # cached, unreferenced; LRU first
+        self.cached: dict[int, int] = {}  # block hash -> block id
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks an allocation can take: never-cached ones plus evictable cached ones."""
+        return len(self.free_ids) + len(self.evictable)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def _block_hashes(self, req: Request, num_full_blocks: int) -> list[int]:
+        hashes, tokens, bs = req.block_hashes, req.all_token_ids, self.block_size
+        while len(hashes) < num_full_blocks:
+            i = len(hashes)
+            parent = hashes[-1] if hashes else None
+            hashes.append(hash((parent, tuple(tokens[i * bs:(i + 1) * bs]))))
+        return hashes[:num_full_blocks]
+
+    def match_prefix(self, req: Request) -> list[int]:
+        """Cached blocks holding the request's leading full blocks.
+
+        Only blocks before the last token count: a step must compute at least one token to
+        produce logits, and it must not write into a block that others share.
+        """
+        if not self.enable_prefix_caching:
+            return []
+        tokens, bs = req.all_token_ids, self.block_size
+        hits = []
+        for i, h in enumerate(self._block_hashes(req, (req.num_tokens - 1) // bs)):
+            block = self.cached.get(h)
+            if block is None or self.block_tokens[block] != tuple(tokens[i * bs:(i + 1) * bs]):
+                break
+            hits.append(block)
+        return hits
+
+    def can_allocate(self, hits: list[int], num_tokens: int) -> bool:
+        """Whether a request with no blocks can cover `num_tokens` tokens, reusing `hits`."""
+        reused_evictable = sum(1 for b in hits if b in self.evictable)
+        fresh = self.blocks_for(num_tokens) - len(hits)
+        return fresh + reused_evictable <= self.num_free_blocks
+
+    def allocate(self, req: Request, hits: list[int], num_tokens: int) -> None:
+        """Give a request with no blocks the cached `hits`, then fresh blocks up to `num_tokens`."""
+        assert not req.block_table, "allocate() is for a request without blocks"
+        for block in hits:
+            self.evictable.pop(block, None)
+            self.ref_counts[block] += 1
+        req.block_table = list(hits)
+        req.num_sealed_blocks = len(hits)
+        self.append_slots(req, num_tokens)
+
+    def can_append(self, req: Request, num_tokens: int) -> bool:
+        return self.blocks_for(num_tokens) - len(req.block_table) <= self.num_free_blocks
+
+    def append_slots(self, req: Request, num_tokens: int) -> None:
+        """Grow the request's block table to hold `num_tokens` tokens."""
+        for _ in range(self.blocks_for(num_tokens) - len(req.block_table)):
+            block = self._take_free_block()
+            self.ref_counts[block] = 1
+            req.block_table.append(block)
+
+    def seal_computed(self, req: Request) -> None:
+        """Register the request's newly completed full blocks in the prefix cache."""
+        if not self.enable_prefix_caching:
+            return
+        bs, tokens = self.block_size, req.all_token_ids
+        num_full = req.num_computed_tokens // bs
+        hashes = self._block_hashes(req, num_full)
+        for i in range(req.num_sealed_blocks, num_full):
+            block, h = req.block_table[i], hashes[i]
+            if h not in self.cached:  # else an identical block is already cached: keep that one
+                self.cached[h] = block
+                self.block_hash[block] = h
+                self.block_tokens[block] = tuple(tokens[i * bs:(i + 1) * bs])
+        req.num_sealed_blocks = max(req.num_sealed_blocks, num_full)
+
+    def free(self, req: Request) -> None:
+        """Release every block of the request; sealed ones stay cached until evicted.
+
+        The tail is released first so that it is evicted first: a prefix stays useful longer.
+        """
+        for block in reversed(req.block_table):
+            self.ref_counts[block] -= 1
+            if self.ref_counts[block] == 0:
+                if self.block_hash[block] is not None:
+                    self.evictable[block] = None
+                else:
+                    self.free_ids.append(block)
+        req.block_table = []
+        req.num_sealed_blocks = 0
+
+    def _take_free_block(self) -> int:
+        if self.free_ids:
+            return self.free_ids.popleft()
+        if not self.evictable:
+            raise RuntimeError("KV cache out of blocks (the scheduler checks before allocating)")
+        block, _ = self.evictable.popitem(last=False)
+        del self.cached[self.block_hash[block]]
+        self.block_hash[block] = self.block_tokens[block] = None
+        return block
+
+
+def bytes_per_block(num_layers, block_size, num_kv_heads, head_dim, dtype) -> int:
+    """Keys and values of every layer for one block of tokens."""
+    return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def num_blocks_for_budget(config, model, dtype, max_model_len) -> int:
+    """Blocks that fit the memory budget, capped at what max_num_seqs full-length sequences use."""
+    if config.num_kv_blocks is not None:
+        return config.num_kv_blocks
+    per_block = bytes_per_block(model.num_layers, config.block_size, model.num_kv_heads, model.head_dim, dtype)
+    if torch.device(config.device).type == "cuda":
+        free_bytes, _ = torch.cuda.mem_get_info(torch.device(config.device))
+        budget = int(free_bytes * config.gpu_memory_utilization)
+    else:
+        budget = config.cpu_kv_cache_bytes
+    useful = config.max_num_seqs * -(-max_model_len // config.block_size)
+    num_blocks = min(budget // per_block, useful)
+    if num_blocks < 1:
+        raise ValueError(
+            f"the KV cache budget ({budget} bytes) does not hold one block ({per_block} bytes); "
+            "raise gpu_memory_utilization / cpu_kv_cache_bytes or set num_kv_blocks"
+        )
+    return num_blocks
+
+
+def allocate_kv_cache(model, num_blocks, block_size, dtype, device):
+    """Per-layer (k_cache, v_cache), each [num_blocks, block_size, Hkv, D], bound to the model's layers."""
+    shape = (model.num_layers, num_blocks, block_size, model.num_kv_heads, model.head_dim)
+    k_cache = torch.empty(shape, dtype=dtype, device=device)
+    v_cache = torch.empty(shape, dtype=dtype, device=device)
+    layers = list(model.attention_layers())
+    assert len(layers) == model.num_layers, "one attention layer per model layer"
+    for i, layer in enumerate(layers):
+        layer.k_cache, layer.v_cache = k_cache[i], v_cache[i]
+    return k_cache, v_cache
