@@ -1,0 +1,216 @@
+"""BERT-family masked LMs (HF `BertForMaskedLM`, `RobertaForMaskedLM`, `DistilBertForMaskedLM`).
+
+All three are the same post-norm bidirectional encoder:
+
+    h = LN(word[ids] + pos[positions + offset] + token_type[0])
+    per layer:  a = LN(attn(h) + h);  h = LN(W2 act(W1 a) + a)
+    MLM head:   logits = decoder(LN(act(dense(h)))) + bias   (decoder tied to word)
+
+and differ only in weight names, config field names and two details: RoBERTa numbers
+positions from padding_idx + 1 (fairseq's padding offset), DistilBERT has no token-type
+embedding. Sequences are packed flat (no padding is computed); attention is
+`prefill_attention(causal=False)` over `cu_seqlens`, so nothing attends across sequences.
+"""
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.layers import WeightSource, load_hf_weights
+
+# HF activation name -> (kernel, GELU approximation)
+ACTIVATIONS = {
+    "gelu": ("gelu", "none"),
+    "gelu_new": ("gelu", "tanh"),
+    "gelu_pytorch_tanh": ("gelu", "tanh"),
+    "relu": ("relu", None),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one HF family names its weights: ours -> theirs (theirs may list q/k/v parts)."""
+
+    prefix: str  # the encoder's prefix in the checkpoint ("bert.", ...)
+    layers: str  # the layer list under it
+    embeddings: dict
+    layer: dict
+    head: dict
+    head_bias: str
+    ignored: tuple  # checkpoint names (prefixes) that carry nothing the MLM needs
+
+
+_ENCODER_EMBEDDINGS = {
+    "word.weight": "embeddings.word_embeddings.weight",
+    "position.weight": "embeddings.position_embeddings.weight",
+    "token_type.weight": "embeddings.token_type_embeddings.weight",
+    "embed_norm.weight": "embeddings.LayerNorm.weight",
+    "embed_norm.bias": "embeddings.LayerNorm.bias",
+}
+_ENCODER_LAYER = {
+    "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "attn_out": ("attention.output.dense",),
+    "attn_norm": ("attention.output.LayerNorm",),
+    "ffn_in": ("intermediate.dense",),
+    "ffn_out": ("output.dense",),
+    "ffn_norm": ("output.LayerNorm",),
+}
+
+FAMILIES = {
+    "bert": Family(
+        prefix="bert.", layers="encoder.layer", embeddings=_ENCODER_EMBEDDINGS, layer=_ENCODER_LAYER,
+        head={"head_dense": "cls.predictions.transform.dense", "head_norm": "cls.predictions.transform.LayerNorm",
+              "decoder": "cls.predictions.decoder"},
+        head_bias="cls.predictions.bias",
+        ignored=("bert.pooler.", "cls.seq_relationship.", "bert.embeddings.position_ids"),
+    ),
+    "roberta": Family(
+        prefix="roberta.", layers="encoder.layer", embeddings=_ENCODER_EMBEDDINGS, layer=_ENCODER_LAYER,
+        head={"head_dense": "lm_head.dense", "head_norm": "lm_head.layer_norm", "decoder": "lm_head.decoder"},
+        head_bias="lm_head.bias",
+        ignored=("roberta.pooler.", "roberta.embeddings.position_ids"),
+    ),
+    "distilbert": Family(
+        prefix="distilbert.", layers="transformer.layer",
+        embeddings={k: v for k, v in _ENCODER_EMBEDDINGS.items() if not k.startswith("token_type")},
+        layer={
+            "qkv": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+            "attn_out": ("attention.out_lin",), "attn_norm": ("sa_layer_norm",),
+            "ffn_in": ("ffn.lin1",), "ffn_out": ("ffn.lin2",), "ffn_norm": ("output_layer_norm",),
+        },
+        head={"head_dense": "vocab_transform", "head_norm": "vocab_layer_norm", "decoder": "vocab_projector"},
+        head_bias="vocab_projector.bias",
+        ignored=("distilbert.embeddings.position_ids",),
+    ),
+}
+
+
+def _shape(config, model_type):
+    """(hidden, heads, layers, intermediate, eps, act, head act) from either config spelling."""
+    if model_type == "distilbert":
+        return config.dim, config.n_heads, config.n_layers, config.hidden_dim, 1e-12, config.activation, config.activation
+    head_act = "gelu" if model_type == "roberta" else config.hidden_act  # RoBERTa's head is always erf-GELU
+    return (config.hidden_size, config.num_attention_heads, config.num_hidden_layers,
+            config.intermediate_size, config.layer_norm_eps, config.hidden_act, head_act)
+
+
+def _activation(name, what):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{what} must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+def _apply(ops, activation, x):
+    kind, approximate = activation
+    return ops.gelu(x, approximate=approximate) if kind == "gelu" else F.relu(x)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, ops, hidden, heads, intermediate, eps, activation):
+        super().__init__()
+        self.ops, self.eps, self.activation = ops, eps, activation
+        self.num_heads, self.head_dim = heads, hidden // heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.attn_out = nn.Linear(hidden, hidden)
+        self.attn_norm = nn.LayerNorm(hidden)
+        self.ffn_in = nn.Linear(hidden, intermediate)
+        self.ffn_out = nn.Linear(intermediate, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden)
+
+    def forward(self, h, cu_seqlens):
+        ops = self.ops
+        q, k, v = (t.contiguous() for t in self.qkv(h).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1))
+        attn = ops.prefill_attention(q, k, v, cu_seqlens, self.scale, False).flatten(1)
+        a, _ = ops.layer_norm(self.attn_out(attn), self.attn_norm.weight, self.attn_norm.bias, self.eps, h)
+        x = _apply(ops, self.activation, self.ffn_in(a))
+        out, _ = ops.layer_norm(self.ffn_out(x), self.ffn_norm.weight, self.ffn_norm.bias, self.eps, a)
+        return out
+
+
+class BertForMaskedLM(nn.Module):
+    """One class for the three families; `hf_config.model_type` picks the weight names."""
+
+    def __init__(self, hf_config, ops):
+        super().__init__()
+        model_type = hf_config.model_type
+        if model_type not in FAMILIES:
+            raise ValueError(f"model_type must be one of {sorted(FAMILIES)}, got {model_type!r}")
+        self.family = FAMILIES[model_type]
+        self.tie_word_embeddings = getattr(hf_config, "tie_word_embeddings", True)
+        hidden, heads, layers, intermediate, eps, act, head_act = _shape(hf_config, model_type)
+        if hidden % heads:
+            raise ValueError(f"hidden size {hidden} must be a multiple of the attention heads {heads}")
+        self.ops, self.eps, self.num_layers = ops, eps, layers
+        self.vocab_size = hf_config.vocab_size
+        num_positions = hf_config.max_position_embeddings
+        # RoBERTa's position 0 of a sequence is embedding row padding_idx + 1
+        self.position_offset = hf_config.pad_token_id + 1 if model_type == "roberta" else 0
+        self.max_positions = num_positions - self.position_offset  # tokens one sequence may hold
+        self.word = nn.Embedding(self.vocab_size, hidden)
+        self.position = nn.Embedding(num_positions, hidden)
+        self.token_type = nn.Embedding(hf_config.type_vocab_size, hidden) if "token_type.weight" in self.family.embeddings else None
+        self.embed_norm = nn.LayerNorm(hidden)
+        activation = _activation(act, "hidden_act" if model_type != "distilbert" else "activation")
+        self.layers = nn.ModuleList(
+            EncoderLayer(ops, hidden, heads, intermediate, eps, activation) for _ in range(layers)
+        )
+        self.head_activation = _activation(head_act, "hidden_act")
+        self.head_dense = nn.Linear(hidden, hidden)
+        self.head_norm = nn.LayerNorm(hidden)
+        self.decoder = nn.Linear(hidden, self.vocab_size)
+
+    def forward(self, input_ids, positions, cu_seqlens, max_seqlen):
+        """Packed sequences -> final hidden states [T, H].
+
+        input_ids/positions [T] (positions count from 0 in each sequence; the family's offset
+        is added here); cu_seqlens int32 [B+1] bounds each sequence; max_seqlen, the longest
+        sequence, is part of the packed-batch contract for kernels that size grids by it.
+        """
+        del max_seqlen  # prefill_attention derives its grid from cu_seqlens
+        pos = F.embedding(positions + self.position_offset, self.position.weight)
+        if self.token_type is not None:
+            pos = pos + self.token_type.weight[0]  # every token is segment 0
+        h, _ = self.ops.layer_norm(
+            F.embedding(input_ids, self.word.weight), self.embed_norm.weight, self.embed_norm.bias, self.eps, pos
+        )
+        for layer in self.layers:
+            h = layer(h, cu_seqlens)
+        return h
+
+    def compute_logits(self, hidden):
+        """The MLM head on the rows asked for, hidden [N, H] -> fp32 logits [N, V]."""
+        x = _apply(self.ops, self.head_activation, self.head_dense(hidden))
+        x = self.ops.layer_norm(x, self.head_norm.weight, self.head_norm.bias, self.eps)
+        return self.decoder(x).float()
+
+    def load_weights(self, weights):
+        """HF-named tensors (already in dtype and device) -> parameters; the decoder is tied to
+        the word embeddings and its bias is the head's bias, whether or not they were saved."""
+        load_hf_weights(self, weights, self._weight_sources(), ignored=self._ignored)
+
+    def _ignored(self, name):
+        family = self.family
+        decoder = family.head["decoder"]
+        saved_tied = {f"{decoder}.bias"} - {family.head_bias}
+        if self.tie_word_embeddings:
+            saved_tied.add(f"{decoder}.weight")
+        return name in saved_tied or name.startswith(family.ignored)
+
+    def _weight_sources(self):
+        family, p = self.family, self.family.prefix
+        sources = {ours: WeightSource((p + theirs,)) for ours, theirs in family.embeddings.items()}
+        for i in range(self.num_layers):
+            base = f"{p}{family.layers}.{i}."
+            for ours, parts in family.layer.items():
+                for leaf in ("weight", "bias"):
+                    sources[f"layers.{i}.{ours}.{leaf}"] = WeightSource(tuple(f"{base}{part}.{leaf}" for part in parts))
+        for ours, theirs in family.head.items():
+            if ours != "decoder":
+                sources[f"{ours}.weight"] = WeightSource((f"{theirs}.weight",))
+                sources[f"{ours}.bias"] = WeightSource((f"{theirs}.bias",))
+        decoder = family.head["decoder"]
+        tied = self.tie_word_embeddings
+        sources["decoder.weight"] = sources["word.weight"] if tied else WeightSource((f"{decoder}.weight",))
+        sources["decoder.bias"] = WeightSource((family.head_bias,))
+        return sources
