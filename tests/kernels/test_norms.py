@@ -1,0 +1,103 @@
+"""Triton RMSNorm / LayerNorm against kernels.reference."""
+import pytest
+import torch
+
+import kernels
+from kernels import reference
+
+SHAPES = [(1, 64), (7, 80), (3, 5, 96), (5, 100), (2, 768)]
+
+
+def _dtypes(device):
+    if device == "cuda":
+        return [torch.float32, torch.float16, torch.bfloat16]
+    return [torch.float32, torch.float16]
+
+
+def _tol(dtype):
+    return {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+
+
+def _inputs(shape, dtype, device, with_residual):
+    x = torch.randn(shape, device=device).mul(3).add(0.5).to(dtype)
+    weight = torch.randn(shape[-1], device=device).to(dtype)
+    bias = torch.randn(shape[-1], device=device).to(dtype)
+    residual = torch.randn(shape, device=device).to(dtype) if with_residual else None
+    return x, weight, bias, residual
+
+
+def _assert_matches(out, ref, dtype):
+    outs, refs = (out, ref) if isinstance(ref, tuple) else ((out,), (ref,))
+    assert len(outs) == len(refs)
+    for o, r in zip(outs, refs):
+        assert o.shape == r.shape and o.dtype == r.dtype
+        torch.testing.assert_close(o, r, rtol=_tol(dtype), atol=_tol(dtype))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+def test_rms_norm(shape, with_residual, device):
+    for dtype in _dtypes(device):
+        x, weight, _, residual = _inputs(shape, dtype, device, with_residual)
+        out = kernels.rms_norm(x, weight, 1e-6, residual)
+        _assert_matches(out, reference.rms_norm(x, weight, 1e-6, residual), dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+def test_layer_norm(shape, with_residual, with_bias, device):
+    for dtype in _dtypes(device):
+        x, weight, bias, residual = _inputs(shape, dtype, device, with_residual)
+        bias = bias if with_bias else None
+        out = kernels.layer_norm(x, weight, bias, 1e-5, residual)
+        _assert_matches(out, reference.layer_norm(x, weight, bias, 1e-5, residual), dtype)
+
+
+def test_residual_sum_is_exact(device):
+    # h must be x + residual rounded to x's dtype, bit for bit, as the model adds it.
+    dtype = torch.float16
+    x, weight, _, residual = _inputs((4, 80), dtype, device, True)
+    _, h = kernels.rms_norm(x, weight, 1e-6, residual)
+    assert torch.equal(h, x + residual)
+
+
+def test_strided_input_and_fp32_weight(device):
+    # A column slice of a wider tensor (row stride != hidden) with a weight in another dtype.
+    wide = torch.randn(6, 200, device=device, dtype=torch.float16)
+    x = wide[:, 10:110]
+    weight = torch.randn(100, device=device)
+    out = kernels.layer_norm(x, weight, None, 1e-5)
+    _assert_matches(out, reference.layer_norm(x, weight, None, 1e-5), torch.float16)
+
+
+def test_many_short_rows_share_a_program(device):
+    x, weight, bias, residual = _inputs((37, 64), torch.float32, device, True)
+    _assert_matches(
+        kernels.layer_norm(x, weight, bias, 1e-5, residual),
+        reference.layer_norm(x, weight, bias, 1e-5, residual),
+        torch.float32,
+    )
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        ({"x": "not a tensor"}, "x"),
+        ({"x": torch.zeros(2, 8, dtype=torch.int32)}, "x"),
+        ({"weight": torch.ones(9)}, "weight"),
+        ({"bias": torch.ones(9)}, "bias"),
+        ({"eps": -1.0}, "eps"),
+        ({"residual": torch.ones(3, 8)}, "residual"),
+        ({"residual": torch.ones(2, 8, dtype=torch.float16)}, "residual"),
+    ],
+)
+def test_bad_arguments_raise(change, name):
+    args = {"x": torch.ones(2, 8), "weight": torch.ones(8), "bias": torch.ones(8), "eps": 1e-5, "residual": None}
+    args.update(change)
+    with pytest.raises(ValueError, match=f"^{name} "):
+        kernels.layer_norm(**args)
+    if "bias" not in change:
+        del args["bias"]
+        with pytest.raises(ValueError, match=f"^{name} "):
+            kernels.rms_norm(**args)
