@@ -83,6 +83,7 @@ def _args(device):
         ("k_cache", lambda a: a["k_cache"].half()),
         ("v", lambda a: a["v"][:, :1]),
         ("v_cache", lambda a: a["v_cache"].to("meta")),
+        ("v_cache", lambda a: torch.zeros(2, 16, 32, 2).transpose(2, 3)),  # other strides
     ],
 )
 def test_store_kv_rejects_bad_arguments(name, bad, device):
