@@ -65,7 +65,7 @@ def rotary_embedding(q, k, positions, cos_cache, sin_cache):
     if n_tokens == 0:
         return q_out, k_out
     q, k = _unit_last_stride(q), _unit_last_stride(k)
-    cos_cache, sin_cache = cos_cache.contiguous(), sin_cache.contiguous()
+    positions, cos_cache, sin_cache = positions.contiguous(), cos_cache.contiguous(), sin_cache.contiguous()
     block_q, block_k = triton.next_power_of_2(q.shape[1]), triton.next_power_of_2(k.shape[1])
     block_half = triton.next_power_of_2(half)
     num_warps = min(max(block_q * block_half // 512, 1), 8)

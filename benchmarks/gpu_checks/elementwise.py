@@ -53,17 +53,17 @@ def _norm_rows(device, dtype, shape, timer):
         out.append(_row(
             "rms_norm" + suffix, f"[{rows}, {hidden}]", dtype,
             kernels.rms_norm(x, weight, EPS, r), reference.rms_norm(x, weight, EPS, r),
-            lambda: kernels.rms_norm(x, weight, EPS, r),
+            lambda r=r: kernels.rms_norm(x, weight, EPS, r),
             "add + F.rms_norm" if with_residual else "F.rms_norm",
-            lambda: F.rms_norm(add(), (hidden,), weight, EPS),
+            lambda add=add: F.rms_norm(add(), (hidden,), weight, EPS),
             moved + vector_bytes, timer,
         ))
         out.append(_row(
             "layer_norm" + suffix, f"[{rows}, {hidden}]", dtype,
             kernels.layer_norm(x, weight, bias, EPS, r), reference.layer_norm(x, weight, bias, EPS, r),
-            lambda: kernels.layer_norm(x, weight, bias, EPS, r),
+            lambda r=r: kernels.layer_norm(x, weight, bias, EPS, r),
             "add + F.layer_norm" if with_residual else "F.layer_norm",
-            lambda: F.layer_norm(add(), (hidden,), weight, bias, EPS),
+            lambda add=add: F.layer_norm(add(), (hidden,), weight, bias, EPS),
             moved + 2 * vector_bytes, timer,
         ))
     return out
@@ -114,8 +114,8 @@ def _activation_rows(device, dtype, gated_shape, gelu_shape, timer):
         out.append(_row(
             f"gelu[{approximate}]", str(list(gelu_shape)), dtype,
             kernels.gelu(x, approximate), reference.gelu(x, approximate),
-            lambda: kernels.gelu(x, approximate), "F.gelu",
-            lambda: F.gelu(x, approximate=approximate),
+            lambda a=approximate: kernels.gelu(x, a), "F.gelu",
+            lambda a=approximate: F.gelu(x, approximate=a),
             2 * x.numel() * x.element_size(), timer,
         ))
     return out
