@@ -34,7 +34,7 @@ BLOCK_N = 64  # context rows per K/V tile
 MIN_PARTITION = 4 * BLOCK_N  # a split below this many rows costs more to merge than it saves
 MAX_SPLITS = 64  # bounds the merge kernel's [splits, D] tile
 CPU_SM_COUNT = 16  # a stand-in on CPU, so the interpreter runs the same split logic
-MIN_DOT_ROWS = 16
+MIN_DOT = 16  # the smallest tile side tl.dot accepts
 
 
 @triton.jit
@@ -193,7 +193,7 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
         l = _alloc.empty((batch, num_q_heads, splits), torch.float32, q.device)
         acc = _alloc.empty((batch, num_q_heads, splits, head_dim), torch.float32, q.device)
 
-    d_pad = triton.next_power_of_2(head_dim)
+    d_pad = max(MIN_DOT, triton.next_power_of_2(head_dim))
     # The interpreter's bf16 dot is wrong, so there the operands go through fp32; fp32
     # inputs keep full precision (no tf32) on the GPU; 16-bit inputs use tensor cores.
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
@@ -204,7 +204,7 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
         scale * math.log2(math.e), partition_size, splits,
         *q.stride(), *k_cache.stride(), *block_tables.stride(), *out.stride()[:2],
         NUM_Q_HEADS=num_q_heads, GROUP=group,
-        GROUP_PAD=max(MIN_DOT_ROWS, triton.next_power_of_2(group)),
+        GROUP_PAD=max(MIN_DOT, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_SIZE=block_size, BLOCK_N=BLOCK_N,
         SINGLE_SPLIT=single,
         DOT_FP32=interpreted and q.dtype == torch.bfloat16,
