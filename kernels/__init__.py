@@ -2,10 +2,8 @@
 
 Without a CUDA device the kernels run in Triton's interpreter on CPU tensors. The
 interpreter is chosen when the kernels are decorated, so TRITON_INTERPRET is set here,
-before any kernel module imports triton. Kernel modules load on first use, so code that
-only needs `kernels.reference` never imports triton.
+before any kernel module imports triton.
 """
-import importlib
 import os
 
 import torch
@@ -13,31 +11,28 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-_KERNEL_MODULES = {
-    "store_kv": "store_kv",
-    "decode_attention": "decode_attention",
-    "prefill_attention": "prefill_attention",
-    "paged_prefill_attention": "prefill_attention",
-    "rms_norm": "norms",
-    "layer_norm": "norms",
-    "rotary_embedding": "rotary",
-    "silu_and_mul": "activations",
-    "gelu": "activations",
-    "sample": "sampling",
-    "confidence_argmax": "confidence",
-}
+# Bound eagerly: each module shares its function's name, and binding the function after
+# the module import keeps `kernels.decode_attention` the function even when someone later
+# imports the submodule itself.
+from .activations import gelu, silu_and_mul  # noqa: E402
+from .confidence import confidence_argmax  # noqa: E402
+from .decode_attention import decode_attention  # noqa: E402
+from .norms import layer_norm, rms_norm  # noqa: E402
+from .prefill_attention import paged_prefill_attention, prefill_attention  # noqa: E402
+from .rotary import rotary_embedding  # noqa: E402
+from .sampling import sample  # noqa: E402
+from .store_kv import store_kv  # noqa: E402
 
-__all__ = list(_KERNEL_MODULES)
-
-
-def __getattr__(name):
-    if name not in _KERNEL_MODULES:
-        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
-    module = importlib.import_module(f".{_KERNEL_MODULES[name]}", __name__)
-    value = getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__all__ = [
+    "store_kv",
+    "decode_attention",
+    "prefill_attention",
+    "paged_prefill_attention",
+    "rms_norm",
+    "layer_norm",
+    "rotary_embedding",
+    "silu_and_mul",
+    "gelu",
+    "sample",
+    "confidence_argmax",
+]

@@ -1,0 +1,73 @@
+"""The HF transformers baselines, measured in the same run as the engine.
+
+- AR: `model.generate()` on a batch of equal-length prompts (no padding), greedy, with
+  min_new_tokens = max_new_tokens so both sides generate exactly the same token count.
+- Mask-predict: a plain batched loop over the HF `*ForMaskedLM` with DESIGN.md's default
+  semantics (argmax over non-special tokens, re-mask the lowest confidences linearly).
+"""
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+from .timing import median_seconds
+
+
+def load_hf(path, kind, device, dtype):
+    cls = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
+    return cls.from_pretrained(path, dtype=dtype).to(device).eval()
+
+
+@torch.no_grad()
+def hf_generate(model, prompt_ids, new_tokens):
+    """Greedy `generate()` over equal-length prompts; returns the new tokens [B, new_tokens]."""
+    ids = torch.tensor(prompt_ids, device=model.device)
+    pad = model.generation_config.pad_token_id
+    if pad is None:
+        pad = model.generation_config.eos_token_id
+    out = model.generate(
+        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens, pad_token_id=pad if not isinstance(pad, list) else pad[0],
+    )
+    return out[:, ids.shape[1]:]
+
+
+def maskable_vocab(tokenizer, vocab_size, device):
+    """Bool [V]: tokens mask-predict may produce (no specials except the eos token)."""
+    allowed = torch.ones(vocab_size, dtype=torch.bool, device=device)
+    special = set(tokenizer.all_special_ids) - {tokenizer.eos_token_id}
+    allowed[[i for i in special if i < vocab_size]] = False
+    return allowed
+
+
+@torch.no_grad()
+def hf_mask_predict(model, tokenizer, prompt_ids, length, iterations):
+    """Mask-Predict over equal-length prompts with the HF model; returns the slots [B, N]."""
+    device = model.device
+    batch = len(prompt_ids)
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    mask_id = tokenizer.mask_token_id
+    prompt = torch.tensor(prompt_ids, device=device)
+    slots = torch.full((batch, length), mask_id, device=device)
+    frame = lambda s: torch.cat([  # noqa: E731
+        torch.full((batch, 1), cls_id, device=device), prompt, s, torch.full((batch, 1), sep_id, device=device)
+    ], dim=1)
+    start = 1 + prompt.shape[1]
+    allowed = maskable_vocab(tokenizer, model.config.vocab_size, device)
+    confidence = torch.zeros(batch, length, device=device)
+    for t in range(iterations):
+        logits = model(frame(slots)).logits[:, start : start + length].float()
+        probs = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+        conf, pred = probs.max(dim=-1)
+        masked = slots == mask_id
+        slots = torch.where(masked, pred, slots)
+        confidence = torch.where(masked, conf, confidence)
+        n = length * (iterations - 1 - t) // iterations
+        if n:
+            # lowest confidence first, lower position first among equals
+            remask = torch.argsort(confidence, dim=-1, stable=True)[:, :n]
+            slots = slots.scatter(1, remask, mask_id)
+    return slots
+
+
+def time_call(fn, device, reps=3):
+    return median_seconds(fn, device, warmup=1, reps=reps)
