@@ -1,0 +1,201 @@
+"""prefill_attention and paged_prefill_attention against kernels.reference.
+
+The interpreter runs one program at a time, so CPU shapes stay tiny: few heads, sequences of
+a few dozen tokens (still several 32-row query tiles and 16-key tiles on CPU).
+"""
+import pytest
+import torch
+
+import kernels
+from kernels import reference
+
+ON_CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not ON_CUDA, reason="bf16/fp16 tensor-core path needs CUDA")
+
+# Bounds for outputs stored in each dtype (the math is fp32 in both implementations).
+TOL = {
+    torch.float32: dict(atol=2e-5, rtol=1e-5),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2),
+}
+
+
+def _cu_seqlens(lens, device):
+    return torch.tensor([0] + list(lens), device=device).cumsum(0).to(torch.int32)
+
+
+def _packed(lens, num_q_heads, num_kv_heads, head_dim, dtype, device):
+    total = sum(lens)
+    q = torch.randn(total, num_q_heads, head_dim, dtype=dtype, device=device)
+    k = torch.randn(total, num_kv_heads, head_dim, dtype=dtype, device=device)
+    v = torch.randn(total, num_kv_heads, head_dim, dtype=dtype, device=device)
+    return q, k, v, _cu_seqlens(lens, device)
+
+
+def _check_prefill(lens, num_q_heads, num_kv_heads, head_dim, causal, dtype, device):
+    q, k, v, cu = _packed(lens, num_q_heads, num_kv_heads, head_dim, dtype, device)
+    scale = head_dim**-0.5
+    out = kernels.prefill_attention(q, k, v, cu, scale, causal)
+    ref = reference.prefill_attention(q, k, v, cu, scale, causal)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    torch.testing.assert_close(out, ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("lens", [[1], [19], [70]], ids=["len1", "len19", "len70"])
+def test_single_sequence(lens, causal, device):
+    _check_prefill(lens, 2, 2, 64, causal, torch.float32, device)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize(
+    "num_q_heads, num_kv_heads, head_dim",
+    [(2, 2, 64), (4, 1, 80), (8, 1, 96)],
+    ids=["mha-d64", "gqa4-d80", "gqa8-d96"],
+)
+def test_mixed_lengths(num_q_heads, num_kv_heads, head_dim, causal, device):
+    # Very different lengths in one batch, an empty sequence and a length-1 one included.
+    _check_prefill([5, 40, 0, 1, 18], num_q_heads, num_kv_heads, head_dim, causal,
+                   torch.float32, device)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_fp16(causal, device):
+    _check_prefill([3, 40, 1], 4, 2, 64, causal, torch.float16, device)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("head_dim", [64, 80, 128])
+def test_half_precision_on_gpu(head_dim, causal, dtype, device):
+    _check_prefill([1, 300, 129, 1000, 64], 16, 4, head_dim, causal, dtype, device)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_no_leakage_across_sequences(causal, device):
+    lens = [9, 40, 1, 23]
+    q, k, v, cu = _packed(lens, 2, 1, 64, torch.float32, device)
+    before = kernels.prefill_attention(q, k, v, cu, 0.125, causal)
+    rows = slice(9, 49)  # the second sequence
+    k[rows] += torch.randn_like(k[rows])
+    v[rows] += torch.randn_like(v[rows])
+    after = kernels.prefill_attention(q, k, v, cu, 0.125, causal)
+    others = torch.ones(sum(lens), dtype=torch.bool, device=device)
+    others[rows] = False
+    assert torch.equal(before[others], after[others])
+    assert not torch.allclose(before[rows], after[rows])
+
+
+def test_strided_views_of_a_fused_qkv(device):
+    # Models split one [T, (Hq + 2 Hkv) * D] projection: q/k/v are views with a wide row stride.
+    lens, hq, hkv, d = [30, 7], 4, 2, 64
+    qkv = torch.randn(sum(lens), (hq + 2 * hkv) * d, device=device)
+    q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=1)
+    q, k, v = q.view(-1, hq, d), k.view(-1, hkv, d), v.view(-1, hkv, d)
+    cu = _cu_seqlens(lens, device)
+    out = kernels.prefill_attention(q, k, v, cu, 0.125, True)
+    torch.testing.assert_close(out, reference.prefill_attention(q, k, v, cu, 0.125, True),
+                               **TOL[torch.float32])
+
+
+def test_empty_batch(device):
+    q, k, v, cu = _packed([0], 2, 2, 64, torch.float32, device)
+    assert kernels.prefill_attention(q, k, v, cu, 0.125, False).shape == (0, 2, 64)
+
+
+def _paged_case(prefix_lens, new_lens, block_size, num_q_heads, num_kv_heads, head_dim, dtype,
+                device):
+    """A cache holding prefix + new rows per sequence in scattered blocks, and the new queries."""
+    context = [p + n for p, n in zip(prefix_lens, new_lens)]
+    blocks_per_seq = [-(-c // block_size) for c in context]
+    num_blocks = sum(blocks_per_seq) + 3  # spare blocks nobody owns
+    shape = (num_blocks, block_size, num_kv_heads, head_dim)
+    k_cache = torch.randn(shape, dtype=dtype, device=device)
+    v_cache = torch.randn(shape, dtype=dtype, device=device)
+    owners = torch.randperm(num_blocks, device=device).to(torch.int32)
+    # One spare column: block-table rows are wider than the longest sequence needs.
+    block_tables = torch.full((len(context), max(blocks_per_seq) + 1), num_blocks - 1,
+                              dtype=torch.int32, device=device)
+    taken = 0
+    for b, n in enumerate(blocks_per_seq):
+        block_tables[b, :n] = owners[taken:taken + n]
+        taken += n
+    q = torch.randn(sum(new_lens), num_q_heads, head_dim, dtype=dtype, device=device)
+    context_lens = torch.tensor(context, dtype=torch.int32, device=device)
+    return q, k_cache, v_cache, block_tables, _cu_seqlens(new_lens, device), context_lens
+
+
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_paged_prefill(block_size, device):
+    # Prefixes: none, shorter than a block, exactly a block, not a multiple of the block.
+    args = _paged_case([0, 5, 16, 40], [3, 1, 20, 37], block_size, 4, 2, 64, torch.float32,
+                       device)
+    out = kernels.paged_prefill_attention(*args, 0.125)
+    ref = reference.paged_prefill_attention(*args, 0.125)
+    torch.testing.assert_close(out, ref, **TOL[torch.float32])
+
+
+def test_paged_prefill_gqa8_head_dim_80(device):
+    args = _paged_case([33, 0], [4, 21], 16, 8, 1, 80, torch.float32, device)
+    out = kernels.paged_prefill_attention(*args, 0.1)
+    torch.testing.assert_close(out, reference.paged_prefill_attention(*args, 0.1),
+                               **TOL[torch.float32])
+
+
+def test_paged_without_prefix_equals_causal_prefill(device):
+    lens = [12, 35]
+    q, k_cache, v_cache, block_tables, cu, context_lens = _paged_case(
+        [0, 0], lens, 16, 2, 2, 64, torch.float32, device)
+    # Read each sequence's rows back out of its blocks as contiguous k/v.
+    k = torch.cat([k_cache[block_tables[b].long()].flatten(0, 1)[:n] for b, n in enumerate(lens)])
+    v = torch.cat([v_cache[block_tables[b].long()].flatten(0, 1)[:n] for b, n in enumerate(lens)])
+    paged = kernels.paged_prefill_attention(q, k_cache, v_cache, block_tables, cu, context_lens,
+                                            0.125)
+    contiguous = kernels.prefill_attention(q, k, v, cu, 0.125, True)
+    torch.testing.assert_close(paged, contiguous, atol=1e-6, rtol=1e-6)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_paged_prefill_half_precision_on_gpu(block_size, dtype, device):
+    args = _paged_case([0, 77, 2048, 500], [300, 1, 512, 129], block_size, 32, 8, 128, dtype,
+                       device)
+    out = kernels.paged_prefill_attention(*args, 128**-0.5)
+    ref = reference.paged_prefill_attention(*args, 128**-0.5)
+    torch.testing.assert_close(out, ref, **TOL[dtype])
+
+
+def _bad_prefill_calls(device):
+    q, k, v, cu = _packed([3, 4], 4, 2, 64, torch.float32, device)
+    yield "q", (q[0], k, v, cu, 0.1, True)
+    yield "k", (q, k[:, :, :32], v, cu, 0.1, True)
+    yield "v", (q, k, v.half(), cu, 0.1, True)
+    yield "cu_seqlens", (q, k, v, cu.long(), 0.1, True)
+    yield "cu_seqlens", (q, k, v, cu[:-1], 0.1, True)
+    yield "heads", (q[:, :3], k, v, cu, 0.1, True)
+    yield "scale", (q, k, v, cu, -1.0, True)
+    yield "causal", (q, k, v, cu, 0.1, 1)
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_prefill_bad_arguments(case, device):
+    name, args = list(_bad_prefill_calls(device))[case]
+    with pytest.raises(ValueError, match=name):
+        kernels.prefill_attention(*args)
+
+
+def test_paged_prefill_bad_arguments(device):
+    q, k_cache, v_cache, block_tables, cu, context_lens = _paged_case(
+        [4, 0], [2, 3], 16, 4, 2, 64, torch.float32, device)
+    bad = {
+        "block_tables": (q, k_cache, v_cache, block_tables.long(), cu, context_lens),
+        "context_lens": (q, k_cache, v_cache, block_tables, cu, context_lens[:1]),
+        "cu_seqlens_q": (q, k_cache, v_cache, block_tables, cu[:2], context_lens),
+        "v_cache": (q, k_cache, v_cache[:, :8], block_tables, cu, context_lens),
+        "k_cache": (q, k_cache[..., :32], v_cache, block_tables, cu, context_lens),
+    }
+    for name, args in bad.items():
+        with pytest.raises(ValueError, match=name):
+            kernels.paged_prefill_attention(*args, 0.1)
