@@ -126,8 +126,10 @@ def _architecture(hf_config, path):
 
 
 def max_positions(hf_config) -> int:
-    """Longest context served. A sliding window (Mistral) caps it: attention beyond the
-    window is not implemented, so longer contexts are refused instead of served wrongly."""
+    """Longest context served, unless the model class says otherwise (a `max_positions`
+    attribute, e.g. RoBERTa's position offset). A sliding window (Mistral) caps it:
+    attention beyond the window is not implemented, so longer contexts are refused instead
+    of served wrongly."""
     limit = getattr(hf_config, "max_position_embeddings", None)
     if limit is None:
         limit = hf_config.n_positions
@@ -182,6 +184,6 @@ def load_model(path, dtype="auto", device="cpu", kernel_backend="torch", allow_p
         kind=kind,
         architecture=architecture,
         vocab_size=hf_config.vocab_size,
-        max_positions=max_positions(hf_config),
+        max_positions=getattr(model, "max_positions", None) or max_positions(hf_config),
         eos_token_ids=eos_token_ids(path, hf_config, tokenizer),
     )
