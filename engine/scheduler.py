@@ -38,6 +38,7 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # admission order
         self.num_preemptions = 0
+        self.num_computed_tokens_total = 0  # tokens run through the model, for stats and tests
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
@@ -102,6 +103,7 @@ class Scheduler:
         """After the step ran: its tokens are computed; seal the blocks they completed."""
         for req, n in zip(batch.requests, batch.num_new_tokens):
             req.num_computed_tokens += n
+            self.num_computed_tokens_total += n
             self.block_manager.seal_computed(req)
 
     def finish(self, req: Request) -> None:

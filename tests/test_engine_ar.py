@@ -1,0 +1,238 @@
+"""Autoregressive engine end to end on tiny random checkpoints, against HF and against itself."""
+import random
+
+import pytest
+import torch
+
+from engine import LLM, Engine, SamplingParams
+from tests.tiny_causal import MAKERS, hf_model
+
+GREEDY = dict(temperature=0.0, ignore_eos=True)
+# Prompts of different lengths; the longest spans several KV blocks of 4.
+PROMPTS = [[5, 6, 7], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [30], [40, 41, 42, 43, 44, 45]]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return {name: make(root) for name, make in MAKERS.items()}
+
+
+@torch.no_grad()
+def hf_greedy(path, prompts, max_tokens):
+    model = hf_model(path)
+    model.generation_config.eos_token_id = None  # like ignore_eos: plain greedy for max_tokens
+    out = []
+    for p in prompts:
+        ids = model.generate(torch.tensor([p]), do_sample=False, max_new_tokens=max_tokens, pad_token_id=0)
+        out.append(ids[0, len(p):].tolist())
+    return out
+
+
+def triton_ready():
+    """The reason the Triton kernels cannot run yet, or None."""
+    import kernels
+
+    for name in ("store_kv", "decode_attention", "prefill_attention", "paged_prefill_attention",
+                 "rms_norm", "layer_norm", "rotary_embedding", "silu_and_mul", "gelu"):
+        try:
+            getattr(kernels, name)
+        except (ImportError, AttributeError) as e:
+            return f"kernel {name} not available: {e}"
+    return None
+
+
+@pytest.mark.parametrize("arch", list(MAKERS))
+def test_greedy_matches_hf_generate_torch_backend(checkpoints, arch):
+    path = checkpoints[arch]
+    llm = LLM(path, kernel_backend="torch", block_size=4, num_kv_blocks=64)
+    outs = llm.generate(PROMPTS, SamplingParams(max_tokens=10, **GREEDY))
+    assert [o.token_ids for o in outs] == hf_greedy(path, PROMPTS, 10)
+    assert all(o.finished and o.finish_reason == "length" for o in outs)
+
+
+@pytest.mark.parametrize("arch", list(MAKERS))
+def test_greedy_matches_hf_generate_triton_backend(checkpoints, arch):
+    reason = triton_ready()
+    if reason:
+        pytest.skip(reason)
+    path, prompts = checkpoints[arch], [PROMPTS[0], PROMPTS[3]]
+    llm = LLM(path, kernel_backend="triton", block_size=4, num_kv_blocks=16)
+    outs = llm.generate(prompts, SamplingParams(max_tokens=3, **GREEDY))
+    assert [o.token_ids for o in outs] == hf_greedy(path, prompts, 3)
+
+
+def test_logprobs_match_hf_log_softmax(checkpoints):
+    """Prefill and decode logits within fp32 tolerance of HF, seen through logprobs."""
+    path = checkpoints["llama"]
+    llm = LLM(path, block_size=4, num_kv_blocks=32)
+    prompt = PROMPTS[1]
+    out = llm.generate([prompt], SamplingParams(max_tokens=6, logprobs=3, **GREEDY))[0]
+    with torch.no_grad():
+        logits = hf_model(path)(torch.tensor([prompt + out.token_ids])).logits[0].float()
+    ref = torch.log_softmax(logits, dim=-1)[len(prompt) - 1: -1]
+    assert len(out.logprobs) == 6
+    for step, (token, entry) in enumerate(zip(out.token_ids, out.logprobs)):
+        assert token in entry and len(entry) == 3  # greedy: the sampled token is the top one
+        top = ref[step].topk(3).indices.tolist()
+        assert sorted(entry) == sorted(top)
+        for t, lp in entry.items():
+            assert lp == pytest.approx(ref[step, t].item(), abs=1e-4)
+
+
+def test_stress_preemption_matches_requests_run_alone(checkpoints):
+    """200 random requests through a cache that forces preemption; each output equals its solo run."""
+    path = checkpoints["gpt2"]
+    rng = random.Random(1)
+    requests = [
+        ([rng.randrange(4, 128) for _ in range(rng.randint(1, 24))], rng.randint(1, 8))
+        for _ in range(200)
+    ]
+    engine = Engine(path, block_size=4, num_kv_blocks=24, max_num_seqs=24, max_num_batched_tokens=48)
+    ids = {engine.add_request(p, SamplingParams(max_tokens=n, **GREEDY)): i for i, (p, n) in enumerate(requests)}
+    got = {}
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.finished:
+                got[ids[out.request_id]] = out.token_ids
+    assert len(got) == len(requests)
+    assert engine.scheduler.num_preemptions > 0
+    bm = engine.block_manager
+    assert bm.num_free_blocks == bm.num_blocks and all(c == 0 for c in bm.ref_counts)
+
+    solo = Engine(path, block_size=4, num_kv_blocks=24, max_num_seqs=1, enable_prefix_caching=False)
+    for i, (p, n) in enumerate(requests):
+        rid = solo.add_request(p, SamplingParams(max_tokens=n, **GREEDY))
+        while solo.has_unfinished():
+            for out in solo.step():
+                if out.finished:
+                    assert out.request_id == rid and out.token_ids == got[i], f"request {i} differs"
+                    assert len(out.token_ids) == n
+
+
+def test_prefix_caching_same_outputs_fewer_prefill_tokens(checkpoints):
+    path = checkpoints["llama"]
+    shared = list(range(4, 30))
+    first = [shared + [50]]
+    later = [shared + [60, 61], shared[:13] + [70], shared + [80, 81, 82]]
+    params = SamplingParams(max_tokens=5, **GREEDY)
+    results = {}
+    for caching in (True, False):
+        llm = LLM(path, block_size=4, num_kv_blocks=64, enable_prefix_caching=caching)
+        outs = llm.generate(first, params) + llm.generate(later, params)
+        results[caching] = (outs, llm.engine.scheduler.num_computed_tokens_total)
+    (cached_outs, cached_work), (plain_outs, plain_work) = results[True], results[False]
+    assert [o.token_ids for o in cached_outs] == [o.token_ids for o in plain_outs]
+    assert [o.metrics.cached_prompt_tokens for o in cached_outs] == [0, 24, 12, 24]
+    assert all(o.metrics.cached_prompt_tokens == 0 for o in plain_outs)
+    assert cached_work == plain_work - 60
+
+
+def test_chunked_prefill_gives_the_same_output(checkpoints):
+    path = checkpoints["qwen2"]
+    prompt = [(7 * i) % 120 + 4 for i in range(50)]
+    params = SamplingParams(max_tokens=6, **GREEDY)
+    whole = LLM(path, block_size=4, num_kv_blocks=32).generate([prompt], params)[0]
+    chunked = LLM(path, block_size=4, num_kv_blocks=32, max_num_batched_tokens=7).generate([prompt], params)[0]
+    assert chunked.token_ids == whole.token_ids == hf_greedy(path, [prompt], 6)[0]
+
+
+def test_seeded_sampling_independent_of_batch(checkpoints):
+    path = checkpoints["mistral"]
+    seeded = SamplingParams(temperature=0.9, top_k=40, top_p=0.9, seed=1234, max_tokens=8, ignore_eos=True)
+    alone = LLM(path, num_kv_blocks=64, block_size=4).generate([PROMPTS[0]], seeded)[0].token_ids
+    others = [SamplingParams(temperature=t, seed=s, max_tokens=m, ignore_eos=True)
+              for t, s, m in ((1.0, None, 5), (0.5, 7, 9), (0.0, None, 3))]
+    llm = LLM(path, num_kv_blocks=64, block_size=4, seed=99)
+    outs = llm.generate([PROMPTS[1], PROMPTS[2], PROMPTS[0], PROMPTS[3]], [others[0], others[1], seeded, others[2]])
+    assert outs[2].token_ids == alone
+    reseeded = SamplingParams(temperature=0.9, top_k=40, top_p=0.9, seed=4321, max_tokens=8, ignore_eos=True)
+    assert llm.generate([PROMPTS[0]], reseeded)[0].token_ids != alone
+
+
+def test_unseeded_requests_follow_the_engine_seed(checkpoints):
+    path = checkpoints["gpt2"]
+    params = SamplingParams(temperature=1.0, max_tokens=8, ignore_eos=True)
+    runs = [LLM(path, num_kv_blocks=32, block_size=4, seed=s).generate(PROMPTS, params) for s in (5, 5, 6)]
+    tokens = [[o.token_ids for o in outs] for outs in runs]
+    assert tokens[0] == tokens[1] and tokens[0] != tokens[2]
+
+
+def test_stop_token_ids_min_tokens_and_length(checkpoints):
+    path = checkpoints["gpt2"]
+    llm = LLM(path, num_kv_blocks=32, block_size=4)
+    free = llm.generate([PROMPTS[1]], SamplingParams(max_tokens=8, **GREEDY))[0]
+    first = free.token_ids[0]
+    stopped = llm.generate([PROMPTS[1]], SamplingParams(max_tokens=8, stop_token_ids=[first], **GREEDY))[0]
+    assert stopped.token_ids == [first] and stopped.finish_reason == "stop"
+    delayed = llm.generate([PROMPTS[1]], SamplingParams(max_tokens=8, min_tokens=3, stop_token_ids=[first], **GREEDY))[0]
+    assert first not in delayed.token_ids[:3] and len(delayed.token_ids) >= 3
+    assert free.finish_reason == "length" and len(free.token_ids) == 8
+
+
+def test_eos_stops_unless_ignored(checkpoints):
+    path = checkpoints["llama"]
+    llm = LLM(path, num_kv_blocks=32, block_size=4)
+    free = llm.generate([PROMPTS[0]], SamplingParams(max_tokens=6, **GREEDY))[0]
+    llm.engine.sampler.eos_token_ids = [free.token_ids[1]]  # make the model's second token its EOS
+    out = llm.generate([PROMPTS[0]], SamplingParams(max_tokens=6, temperature=0.0))[0]
+    assert out.token_ids == free.token_ids[:2] and out.finish_reason == "stop"
+    ignored = llm.generate([PROMPTS[0]], SamplingParams(max_tokens=6, **GREEDY))[0]
+    assert ignored.token_ids == free.token_ids
+
+
+def test_stop_string_truncates_text(checkpoints):
+    path = checkpoints["gpt2"]
+    llm = LLM(path, num_kv_blocks=32, block_size=4)
+    free = llm.generate("the cat", SamplingParams(max_tokens=8, **GREEDY))[0]
+    words = free.text.split(" ")
+    assert free.text == llm.tokenizer.decode(free.token_ids, skip_special_tokens=True)
+    stop_word = words[2]
+    out = llm.generate("the cat", SamplingParams(max_tokens=8, stop=[" " + stop_word], **GREEDY))[0]
+    assert out.finish_reason == "stop"
+    assert out.text == free.text[: free.text.index(" " + stop_word)]
+    assert out.token_ids == free.token_ids[: len(out.token_ids)]
+
+
+def test_step_api_streams_and_reports_metrics(checkpoints):
+    path = checkpoints["llama"]
+    engine = Engine(path, num_kv_blocks=32, block_size=4)
+    rid = engine.add_request("the dog sees a bird", SamplingParams(max_tokens=5, **GREEDY))
+    texts, finished = [], []
+    while engine.has_unfinished():
+        for out in engine.step():
+            texts.append(out.text)
+            finished.append(out.finished)
+    assert finished == [False] * 4 + [True]
+    assert all(texts[i + 1].startswith(texts[i]) for i in range(4))
+    m = out.metrics
+    assert m.prompt_tokens == 5 and m.generated_tokens == 5 and m.cached_prompt_tokens == 0
+    assert 0 < m.ttft <= m.e2e and m.tpot is not None and out.request_id == rid
+
+
+def test_abort_frees_blocks_and_others_continue(checkpoints):
+    path = checkpoints["gpt2"]
+    engine = Engine(path, num_kv_blocks=32, block_size=4)
+    params = SamplingParams(max_tokens=6, **GREEDY)
+    keep = engine.add_request(PROMPTS[1], params)
+    drop = engine.add_request(PROMPTS[3], params)
+    engine.step()
+    assert engine.abort_request(drop) and not engine.abort_request(drop)
+    outs = []
+    while engine.has_unfinished():
+        outs += engine.step()
+    assert {o.request_id for o in outs} == {keep}
+    assert engine.block_manager.num_free_blocks == 32
+    assert outs[-1].token_ids == hf_greedy(path, [PROMPTS[1]], 6)[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_decode_matches_eager(checkpoints):
+    path = checkpoints["llama"]
+    prompts = PROMPTS * 3  # 12 sequences: a bucket of 16 with padding rows
+    params = SamplingParams(max_tokens=12, **GREEDY)
+    graphs = LLM(path, device="cuda", dtype="float32", num_kv_blocks=128, block_size=4)
+    eager = LLM(path, device="cuda", dtype="float32", num_kv_blocks=128, block_size=4, enforce_eager=True)
+    got = [o.token_ids for o in graphs.generate(prompts, params)]
+    assert graphs.engine.runner.graphs is not None and graphs.engine.runner.graphs.graphs
+    assert got == [o.token_ids for o in eager.generate(prompts, params)]
