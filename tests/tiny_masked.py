@@ -46,4 +46,4 @@ def make_masked_lm(family, path, max_positions=64, seed=0):
     model = model_cls(config).eval()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    return path
+    return str(path)

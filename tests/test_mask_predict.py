@@ -1,0 +1,274 @@
+"""Mask-predict on the engine equals the HF oracle; batching, variants and bad input."""
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from engine.backend import get_ops
+from engine.config import EngineConfig
+from engine.mask_predict import MaskPredictExecutor
+from engine.models.loader import load_model
+from engine.params import MaskPredictParams, SamplingParams
+from tests.hf_mask_predict import hf_mask_predict
+from tests.test_bert_models import ENCODER_KERNELS, require_backend
+from tests.tiny_masked import FAMILIES, make_masked_lm
+
+MP_KERNELS = ENCODER_KERNELS + ("confidence", "sampling")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def checkpoint(request, tmp_path_factory):
+    path = make_masked_lm(request.param, tmp_path_factory.mktemp(request.param))
+    hf = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32).eval()
+    loaded = load_model(path, dtype="float32", device="cpu", kernel_backend="torch")
+    return request.param, path, hf, loaded
+
+
+def executor(checkpoint, backend="torch", **config):
+    _, path, _, loaded = checkpoint
+    if backend != "torch":
+        loaded = load_model(path, dtype="float32", device="cpu", kernel_backend=backend)
+    config = EngineConfig(model=path, device="cpu", kernel_backend=backend, **config)
+    return MaskPredictExecutor(loaded, config, get_ops(backend))
+
+
+def run(ex, requests):
+    """Add (id, prompt_ids, params) requests, step to the end; final outputs by id."""
+    for request_id, ids, params in requests:
+        ex.add(request_id, None, ids, params)
+    return drain(ex)
+
+
+def drain(ex, done=None):
+    done = {} if done is None else done
+    while ex.has_unfinished():
+        for out in ex.step():
+            if out.finished:
+                done[out.request_id] = out
+    return done
+
+
+def assert_matches_oracle(checkpoint, out, ids, params):
+    _, _, hf, loaded = checkpoint
+    want, _ = hf_mask_predict(hf, loaded.tokenizer, ids, params)
+    assert out.token_ids == want.token_ids
+    assert out.text == want.text
+    assert out.metrics.nfe == want.nfe
+    assert out.metrics.tokens_per_pass == want.tokens_per_pass
+    assert out.finished and out.finish_reason == "length"
+    return want
+
+
+PROMPTS = [[10, 11, 12], [40], [20, 21, 22, 23, 24, 25, 26], [60, 61]]
+# one request per remask mode and schedule, different lengths, iterations and prompts
+MIXED = [
+    MaskPredictParams(length=6, iterations=3),
+    MaskPredictParams(length=8, iterations=8, remask="commit"),
+    MaskPredictParams(length=5, iterations=4, remask="random", seed=7),
+    MaskPredictParams(length=7, iterations=4, schedule="cosine", return_pass_texts=True),
+]
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_mixed_batch_matches_oracle(checkpoint, backend):
+    require_backend(backend, MP_KERNELS)
+    ex = executor(checkpoint, backend)
+    done = run(ex, [(str(i), ids, p) for i, (ids, p) in enumerate(zip(PROMPTS, MIXED))])
+    for i, (ids, params) in enumerate(zip(PROMPTS, MIXED)):
+        want = assert_matches_oracle(checkpoint, done[str(i)], ids, params)
+        assert sum(want.tokens_per_pass) == params.length
+    assert done["3"].metrics.pass_texts == hf_mask_predict(checkpoint[2], checkpoint[3].tokenizer, PROMPTS[3], MIXED[3])[0].pass_texts
+
+
+@pytest.mark.parametrize("length, iterations", [(1, 1), (4, 1), (5, 2), (9, 3), (3, 6)])
+def test_length_iteration_pairs_match_oracle(checkpoint, length, iterations):
+    params = MaskPredictParams(length=length, iterations=iterations)
+    out = run(executor(checkpoint), [("a", PROMPTS[0], params)])["a"]
+    assert_matches_oracle(checkpoint, out, PROMPTS[0], params)
+    assert out.metrics.nfe == iterations and len(out.token_ids) == length
+
+
+def test_no_special_tokens_except_eos(checkpoint):
+    _, _, _, loaded = checkpoint
+    tok = loaded.tokenizer
+    out = run(executor(checkpoint), [("a", [5], MaskPredictParams(length=12, iterations=4))])["a"]
+    forbidden = set(tok.all_special_ids) - {tok.eos_token_id}
+    assert not forbidden & set(out.token_ids)
+
+
+def test_sampling_matches_oracle_and_is_seeded(checkpoint):
+    params = MaskPredictParams(length=6, iterations=3, temperature=0.9, top_k=30, top_p=0.95, seed=11)
+    ex = executor(checkpoint)
+    done = run(ex, [("a", PROMPTS[1], params), ("b", PROMPTS[1], params)])
+    assert_matches_oracle(checkpoint, done["a"], PROMPTS[1], params)
+    assert done["a"].token_ids == done["b"].token_ids
+    other = run(ex, [("c", PROMPTS[1], MaskPredictParams(**{**vars(params), "seed": 12}))])["c"]
+    greedy = run(ex, [("d", PROMPTS[1], MaskPredictParams(length=6, iterations=3))])["d"]
+    assert done["a"].token_ids != other.token_ids or done["a"].token_ids != greedy.token_ids
+
+
+def test_random_remask_invariants(checkpoint):
+    params = MaskPredictParams(length=10, iterations=5, remask="random", seed=3, return_pass_texts=True)
+    ex = executor(checkpoint)
+    done = run(ex, [("a", PROMPTS[0], params), ("b", PROMPTS[0], MaskPredictParams(**{**vars(params), "seed": 4}))])
+    mask = checkpoint[3].tokenizer.mask_token
+    for out in done.values():
+        # after pass t, n(t) = floor(10 * (4 - t) / 5) slots are masked, whichever they are
+        assert [text.split().count(mask) for text in out.metrics.pass_texts] == [8, 6, 4, 2, 0]
+        assert len(out.token_ids) == 10 and sum(out.metrics.tokens_per_pass) == 10
+
+
+def test_threshold_fills_everything_in_fewer_passes(checkpoint):
+    params = MaskPredictParams(length=12, iterations=12, threshold=0.05)
+    out = run(executor(checkpoint), [("a", PROMPTS[2], params)])["a"]
+    assert_matches_oracle(checkpoint, out, PROMPTS[2], params)
+    assert out.metrics.nfe < 12
+    assert checkpoint[3].tokenizer.mask_token_id not in out.token_ids
+    assert all(n >= 1 for n in out.metrics.tokens_per_pass)
+
+
+def test_threshold_one_fills_one_slot_per_pass(checkpoint):
+    params = MaskPredictParams(length=5, iterations=1, threshold=1.0)
+    out = run(executor(checkpoint), [("a", PROMPTS[1], params)])["a"]
+    assert_matches_oracle(checkpoint, out, PROMPTS[1], params)
+    assert out.metrics.tokens_per_pass == [1] * 5
+
+
+def test_blocks_fill_left_to_right(checkpoint):
+    params = MaskPredictParams(length=9, iterations=7, block_size=4, return_pass_texts=True)
+    out = run(executor(checkpoint), [("a", PROMPTS[0], params)])["a"]
+    assert_matches_oracle(checkpoint, out, PROMPTS[0], params)
+    # blocks of 4, 4, 1 slots get 3, 2, 2 passes
+    mask = checkpoint[3].tokenizer.mask_token
+    patterns = [[w == mask for w in text.split()] for text in out.metrics.pass_texts]
+    assert out.metrics.nfe == 7
+    for t, pattern in enumerate(patterns):
+        block = 0 if t < 3 else 1 if t < 5 else 2
+        assert all(pattern[(block + 1) * 4 :]), "later blocks stay masked"
+    assert not any(patterns[2][:4]) and not any(patterns[4][:8]) and not any(patterns[6])
+    assert out.metrics.tokens_per_pass[:3] == [2, 1, 1]  # n = 2, 1, 0 of 4 stay masked (linear, T=3)
+
+
+@pytest.mark.parametrize("remask", ["commit", "low_confidence"])
+def test_blocks_with_threshold_and_commit(checkpoint, remask):
+    params = MaskPredictParams(length=8, iterations=4, block_size=3, remask=remask, schedule="cosine")
+    out = run(executor(checkpoint), [("a", PROMPTS[3], params)])["a"]
+    assert_matches_oracle(checkpoint, out, PROMPTS[3], params)
+    params = MaskPredictParams(length=8, iterations=1, block_size=3, threshold=0.1)
+    out = run(executor(checkpoint), [("b", PROMPTS[3], params)])["b"]
+    assert_matches_oracle(checkpoint, out, PROMPTS[3], params)
+
+
+def test_length_candidates_return_best_score(checkpoint):
+    params = MaskPredictParams(length_candidates=[3, 6, 9, 4], iterations=3)
+    out = run(executor(checkpoint), [("a", PROMPTS[0], params)])["a"]
+    want, candidates = hf_mask_predict(checkpoint[2], checkpoint[3].tokenizer, PROMPTS[0], params)
+    scores = [c.score for c in candidates]
+    assert len(set(scores)) == len(scores)
+    assert len(out.token_ids) == params.length_candidates[scores.index(max(scores))]
+    assert out.token_ids == want.token_ids and out.text == want.text
+
+
+@pytest.mark.parametrize("remask", ["low_confidence", "commit"])
+def test_stop_early(checkpoint, remask):
+    params = MaskPredictParams(length=4, iterations=12, remask=remask, stop_early=True)
+    out = run(executor(checkpoint), [("a", PROMPTS[1], params)])["a"]
+    assert_matches_oracle(checkpoint, out, PROMPTS[1], params)
+    if remask == "commit":
+        # pass 1 fills nothing (n stays 3), so pass 2 sees pass 1's input and converges
+        assert out.metrics.tokens_per_pass == [1, 0, 3]
+
+
+def test_mixed_batch_equals_each_alone_and_joining_mid_flight(checkpoint):
+    requests = [(str(i), ids, p) for i, (ids, p) in enumerate(zip(PROMPTS, MIXED))]
+    requests.append(("5", PROMPTS[2], MaskPredictParams(length=6, iterations=5, block_size=2, threshold=0.2)))
+    alone = {rid: run(executor(checkpoint), [(rid, ids, p)])[rid].token_ids for rid, ids, p in requests}
+    ex = executor(checkpoint)
+    for rid, ids, p in requests[:2]:
+        ex.add(rid, None, ids, p)
+    done, ran = {}, []
+    for step in range(3):
+        outs = ex.step()
+        ran.append({o.request_id for o in outs})
+        done.update({o.request_id: o for o in outs if o.finished})
+        ex.add(*requests[2 + step][:1], None, *requests[2 + step][1:])
+    assert ran[0] == {"0", "1"} and ran[1] == {"0", "1", "2"}  # joined at the next pass
+    drain(ex, done)
+    assert {rid: out.token_ids for rid, out in done.items()} == alone
+
+
+def test_budgets_bound_each_pass(checkpoint):
+    params = MaskPredictParams(length=6, iterations=2)
+    ex = executor(checkpoint, max_num_seqs=2, max_num_batched_tokens=40)
+    for i in range(5):
+        ex.add(str(i), None, PROMPTS[i % 2], params)
+    order = []
+    while ex.has_unfinished():
+        outs = ex.step()
+        assert 1 <= len(outs) <= 2
+        order += [o.request_id for o in outs if o.finished]
+    assert order == ["0", "1", "2", "3", "4"]  # first come, first served
+
+
+def test_outputs_show_progress(checkpoint):
+    params = MaskPredictParams(length=6, iterations=3)
+    ex = executor(checkpoint)
+    ex.add("a", None, PROMPTS[0], params, arrival_time=0.0)
+    mask = checkpoint[3].tokenizer.mask_token_id
+    first = ex.step()[0]
+    assert not first.finished and first.finish_reason is None
+    assert first.token_ids.count(mask) == 4  # floor(6 * 2 / 3) re-masked
+    assert first.metrics.ttft is not None and first.metrics.nfe == 1
+    last = drain(ex)["a"]
+    assert last.metrics.prompt_tokens == 3 and last.metrics.generated_tokens == 6
+    assert last.metrics.e2e >= last.metrics.ttft
+
+
+def test_abort(checkpoint):
+    ex = executor(checkpoint)
+    ex.add("a", None, PROMPTS[0], MaskPredictParams(length=4, iterations=4))
+    ex.add("b", None, PROMPTS[1], MaskPredictParams(length=4, iterations=4))
+    ex.step()
+    assert ex.abort("a") and not ex.abort("a") and not ex.abort("zzz")
+    assert set(drain(ex)) == {"b"}
+
+
+def test_string_prompt_is_tokenized(checkpoint):
+    tok = checkpoint[3].tokenizer
+    params = MaskPredictParams(length=4, iterations=2)
+    ex = executor(checkpoint)
+    ex.add("s", "the cat sees a dog", None, params)
+    out = drain(ex)["s"]
+    ids = tok("the cat sees a dog", add_special_tokens=False)["input_ids"]
+    assert out.prompt_token_ids == ids and out.prompt == "the cat sees a dog"
+    assert_matches_oracle(checkpoint, out, ids, params)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [(dict(iterations=0), "iterations"), (dict(length=0), "length"), (dict(threshold=0.0), "threshold"),
+     (dict(threshold=1.5), "threshold"), (dict(length_candidates=[4, 0]), "length_candidates")],
+)
+def test_bad_params(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        MaskPredictParams(**kwargs)
+
+
+def test_bad_requests_are_named_and_serving_continues(checkpoint):
+    ex = executor(checkpoint, max_num_batched_tokens=200)
+    ok = MaskPredictParams(length=4, iterations=2)
+    ex.add("ok", None, PROMPTS[0], ok)
+    with pytest.raises(TypeError, match="MaskPredictParams"):
+        ex.add("x", None, PROMPTS[0], SamplingParams())
+    with pytest.raises(ValueError, match="max positions"):
+        ex.add("x", None, PROMPTS[0], MaskPredictParams(length=60))  # 3 + 60 + 2 > 64
+    with pytest.raises(ValueError, match="max positions"):
+        ex.add("x", None, PROMPTS[0], MaskPredictParams(length_candidates=[4, 61]))
+    with pytest.raises(ValueError, match="iterations"):
+        ex.add("x", None, PROMPTS[0], MaskPredictParams(length=8, iterations=2, block_size=2))
+    with pytest.raises(ValueError, match="prompt_token_ids"):
+        ex.add("x", None, [5, 9999], ok)
+    with pytest.raises(ValueError, match="request_id"):
+        ex.add("ok", None, PROMPTS[0], ok)
+    with pytest.raises(ValueError, match="max_num_batched_tokens"):
+        ex.add("x", None, PROMPTS[0], MaskPredictParams(length_candidates=[50, 50, 50, 50]))
+    assert set(drain(ex)) == {"ok"}
