@@ -78,14 +78,14 @@ def _probs(x, x_max, sum_exp, x_floor):
 
 
 @triton.jit
-def _row_extrema(row_ptrs, in_batch, vocab, temperature, BLOCK: tl.constexpr):
+def _row_extrema(row_ptrs, vocab, temperature, BLOCK: tl.constexpr):
     """Per row: (max, min, argmax) of x; argmax takes the lowest index on ties."""
-    x_max = tl.full(in_batch.shape, float("-inf"), tl.float32)
-    x_min = tl.full(in_batch.shape, float("inf"), tl.float32)
-    arg = tl.zeros(in_batch.shape, tl.int32)
+    x_max = tl.full(row_ptrs.shape, float("-inf"), tl.float32)
+    x_min = tl.full(row_ptrs.shape, float("inf"), tl.float32)
+    arg = tl.zeros(row_ptrs.shape, tl.int32)
     for start in range(0, vocab, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        valid = in_batch[:, None] & (offs < vocab)[None, :]
+        valid = (offs < vocab)[None, :]
         x = _scaled_logits(row_ptrs, valid, offs, temperature)
         tile_max, tile_arg = tl.max(x, axis=1, return_indices=True, return_indices_tie_break_left=True)
         # Strictly greater: an equal max in a later tile keeps the earlier (lower) index.
@@ -96,19 +96,19 @@ def _row_extrema(row_ptrs, in_batch, vocab, temperature, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _sum_exp(row_ptrs, in_batch, vocab, temperature, x_max, x_floor, BLOCK: tl.constexpr):
+def _sum_exp(row_ptrs, vocab, temperature, x_max, x_floor, BLOCK: tl.constexpr):
     """Per row: sum of exp(x - x_max) over the tokens with x >= x_floor, the top-k set's softmax norm."""
-    total = tl.zeros(in_batch.shape, tl.float32)
+    total = tl.zeros(row_ptrs.shape, tl.float32)
     for start in range(0, vocab, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        valid = in_batch[:, None] & (offs < vocab)[None, :]
+        valid = (offs < vocab)[None, :]
         x = _scaled_logits(row_ptrs, valid, offs, temperature)
         total += tl.sum(tl.where(x >= x_floor[:, None], tl.exp(x - x_max[:, None]), 0.0), axis=1)
     return total
 
 
 @triton.jit
-def _largest_threshold(row_ptrs, in_batch, vocab, temperature, lo, hi, target, x_max, sum_exp, x_floor,
+def _largest_threshold(row_ptrs, vocab, temperature, lo, hi, target, x_max, sum_exp, x_floor,
                        BY_PROB: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr):
     """Per row: the largest key t in [lo, hi] with sum_{key_j >= t} w_j >= target (module docstring).
 
@@ -134,7 +134,7 @@ def _largest_threshold(row_ptrs, in_batch, vocab, temperature, lo, hi, target, x
         max_below = tl.full(probe_keys.shape, INT32_MIN, tl.int32)
         for start in range(0, vocab, BLOCK):
             offs = start + tl.arange(0, BLOCK)
-            valid = in_batch[:, None] & (offs < vocab)[None, :]
+            valid = (offs < vocab)[None, :]
             x = _scaled_logits(row_ptrs, valid, offs, temperature)
             if BY_PROB:
                 weight = _probs(x, x_max, sum_exp, x_floor)
@@ -144,7 +144,7 @@ def _largest_threshold(row_ptrs, in_batch, vocab, temperature, lo, hi, target, x
                 key = _order_key(x)
             # [ROWS, BLOCK, PROBES]: which elements sit at or above each probe.
             above = key[:, :, None] >= probe_keys[:, None, :]
-            counted = valid[:, :, None]
+            counted = valid[:, :, None]  # lanes past the vocabulary have no key
             mass += tl.sum(tl.where(above, weight[:, :, None], 0.0), axis=1)
             min_above = tl.minimum(min_above, tl.min(tl.where(above & counted, key[:, :, None], INT32_MAX), axis=1))
             max_below = tl.maximum(max_below, tl.max(tl.where(above | ~counted, INT32_MIN, key[:, :, None]), axis=1))
@@ -159,14 +159,14 @@ def _largest_threshold(row_ptrs, in_batch, vocab, temperature, lo, hi, target, x
 
 
 @triton.jit
-def _gumbel_argmax(row_ptrs, in_batch, vocab, temperature, seeds, x_floor, check_prob, x_max, sum_exp, p_floor,
+def _gumbel_argmax(row_ptrs, vocab, temperature, seeds, x_floor, check_prob, x_max, sum_exp, p_floor,
                    BLOCK: tl.constexpr):
     """Per row: argmax of x - log(-log(u)) over the kept tokens (lowest index on ties)."""
-    best = tl.full(in_batch.shape, float("-inf"), tl.float32)
-    arg = tl.zeros(in_batch.shape, tl.int32)
+    best = tl.full(row_ptrs.shape, float("-inf"), tl.float32)
+    arg = tl.zeros(row_ptrs.shape, tl.int32)
     for start in range(0, vocab, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        valid = in_batch[:, None] & (offs < vocab)[None, :]
+        valid = (offs < vocab)[None, :]
         x = _scaled_logits(row_ptrs, valid, offs, temperature)
         keep = x >= x_floor[:, None]
         if check_prob:
@@ -187,13 +187,14 @@ def _any(flags):
 @triton.jit
 def _sample_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, out_ptr,
                    batch, vocab, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    in_batch = rows < batch
+    slots = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    # Slots past the batch redo its last row (no masks, no NaN from all -inf rows); never stored.
+    rows = tl.minimum(slots, batch - 1)
     row_ptrs = logits_ptr + rows.to(tl.int64) * stride_row
-    raw_temperature = tl.load(temperature_ptr + rows, mask=in_batch, other=1.0)
-    top_k = tl.load(top_k_ptr + rows, mask=in_batch, other=0)
-    top_p = tl.load(top_p_ptr + rows, mask=in_batch, other=1.0)
-    seeds = tl.load(seeds_ptr + rows, mask=in_batch, other=0)
+    raw_temperature = tl.load(temperature_ptr + rows)
+    top_k = tl.load(top_k_ptr + rows)
+    top_p = tl.load(top_p_ptr + rows)
+    seeds = tl.load(seeds_ptr + rows)
 
     greedy = ~(raw_temperature > 0)
     # x = logits / T; greedy rows use T = 1, so their x is the logits themselves.
@@ -205,31 +206,31 @@ def _sample_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr,
     x_max = tl.zeros([ROWS], tl.float32)
     x_min = tl.zeros([ROWS], tl.float32)
     if _any(greedy | use_top_k | use_top_p):
-        x_max, x_min, token = _row_extrema(row_ptrs, in_batch, vocab, temperature, BLOCK)
+        x_max, x_min, token = _row_extrema(row_ptrs, vocab, temperature, BLOCK)
     if _any(~greedy):
         x_floor = tl.full([ROWS], float("-inf"), tl.float32)
         sum_exp = tl.full([ROWS], 1.0, tl.float32)
         if _any(use_top_k):
             lo = tl.where(use_top_k, _order_key(x_min), 0)
             hi = tl.where(use_top_k, _order_key(x_max), 0)
-            kth = _largest_threshold(row_ptrs, in_batch, vocab, temperature, lo, hi, top_k.to(tl.float32),
+            kth = _largest_threshold(row_ptrs, vocab, temperature, lo, hi, top_k.to(tl.float32),
                                      x_max, sum_exp, x_floor, False, BLOCK, PROBES)
             x_floor = tl.where(use_top_k, _key_value(kth), x_floor)
         p_floor = tl.zeros([ROWS], tl.float32)
         check_prob = _any(use_top_p)
         if check_prob:
-            sum_exp = _sum_exp(row_ptrs, in_batch, vocab, temperature, x_max, x_floor, BLOCK)
+            sum_exp = _sum_exp(row_ptrs, vocab, temperature, x_max, x_floor, BLOCK)
             # The largest probability is exp(0) / sum_exp: the top of the search range.
             p_top = tl.div_rn(1.0, sum_exp).to(tl.int32, bitcast=True)
             lo = tl.zeros([ROWS], tl.int32)
             hi = tl.where(use_top_p, p_top, 0)
-            p_key = _largest_threshold(row_ptrs, in_batch, vocab, temperature, lo, hi, top_p,
+            p_key = _largest_threshold(row_ptrs, vocab, temperature, lo, hi, top_p,
                                        x_max, sum_exp, x_floor, True, BLOCK, PROBES)
             p_floor = p_key.to(tl.float32, bitcast=True)
-        drawn = _gumbel_argmax(row_ptrs, in_batch, vocab, temperature, seeds, x_floor, check_prob,
+        drawn = _gumbel_argmax(row_ptrs, vocab, temperature, seeds, x_floor, check_prob,
                                x_max, sum_exp, p_floor, BLOCK)
         token = tl.where(greedy, token, drawn)
-    tl.store(out_ptr + rows, token.to(tl.int64), mask=in_batch)
+    tl.store(out_ptr + slots, token.to(tl.int64), mask=slots < batch)
 
 
 @triton.jit
