@@ -1,0 +1,89 @@
+"""Check and time `sample` and `confidence_argmax` at LLM vocabulary sizes.
+
+Baselines are what an eager engine runs: torch.argmax + torch.softmax for the confidence,
+and softmax + sort-based top-k / top-p + torch.multinomial for sampling. Bytes are the
+logits read once plus the per-row parameters and outputs, the minimum any implementation
+must move (the sampler streams each row several times, but from L2 when it can). Flops are
+0: nothing here runs on the tensor cores.
+
+`sample` must give exactly the reference's tokens, so its error is the fraction of rows
+whose token differs, with tolerance 0.
+"""
+import torch
+
+import kernels
+from kernels import reference
+
+from . import rel_err, tolerance
+
+
+def _shapes(quick):
+    return [(4, 1000)] if quick else [(256, 151936), (256, 50257)]
+
+
+def torch_sample(logits, temperature, top_k, top_p):
+    """Eager sampling as engines usually write it: sort once, mask the sorted row, multinomial."""
+    x = logits.float() / temperature.clamp_min(1e-6)[:, None]
+    vocab = x.shape[1]
+    sorted_x, order = x.sort(dim=-1, descending=True)
+    k = torch.where((top_k <= 0) | (top_k > vocab), vocab, top_k)
+    ranks = torch.arange(vocab, device=x.device)
+    sorted_x = sorted_x.masked_fill(ranks[None, :] >= k[:, None], float("-inf"))
+    probs = torch.softmax(sorted_x, dim=-1)
+    before = probs.cumsum(dim=-1) - probs
+    probs = probs.masked_fill(before >= top_p[:, None], 0.0)
+    drawn = order.gather(1, torch.multinomial(probs, 1))[:, 0]
+    return torch.where(temperature > 0, drawn, logits.argmax(dim=-1))
+
+
+def _params(batch, device, temperature, top_k, top_p):
+    seeds = torch.randint(-(2**63), 2**63 - 1, (batch,), dtype=torch.int64, device=device)
+    return (torch.full((batch,), temperature, device=device), torch.full((batch,), top_k, device=device),
+            torch.full((batch,), top_p, device=device), seeds)
+
+
+def _confidence_row(logits, dtype, shape, timer):
+    batch = logits.shape[0]
+    token, prob = kernels.confidence_argmax(logits)
+    ref_token, ref_prob = reference.confidence_argmax(logits)
+    err = rel_err(prob, ref_prob)
+    tol = tolerance(torch.float32)  # the probability is computed and returned in fp32
+
+    def baseline():
+        return logits.argmax(dim=-1), torch.softmax(logits.float(), dim=-1).amax(dim=-1)
+
+    return {
+        "kernel": "confidence_argmax", "shape": shape, "dtype": str(dtype).replace("torch.", ""),
+        "max_rel_err": err, "tol": tol, "ok": bool(torch.equal(token, ref_token)) and err <= tol,
+        "ms": timer(lambda: kernels.confidence_argmax(logits)) * 1e3,
+        "baseline": "argmax + softmax", "baseline_ms": timer(baseline) * 1e3,
+        "bytes": logits.numel() * logits.element_size() + batch * (8 + 4), "flops": 0,
+    }
+
+
+def _sample_row(logits, dtype, shape, name, params, timer):
+    batch = logits.shape[0]
+    out = kernels.sample(logits, *params)
+    mismatch = (out != reference.sample(logits, *params)).float().mean().item()
+    temperature, top_k, top_p, _ = params
+    return {
+        "kernel": name, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
+        "max_rel_err": mismatch, "tol": 0.0, "ok": mismatch == 0.0,
+        "ms": timer(lambda: kernels.sample(logits, *params)) * 1e3,
+        "baseline": "softmax + sort + multinomial",
+        "baseline_ms": timer(lambda: torch_sample(logits, temperature, top_k, top_p)) * 1e3,
+        # logits once; temperature, top_k, top_p, seed in; the token out
+        "bytes": logits.numel() * logits.element_size() + batch * (4 + 8 + 4 + 8 + 8), "flops": 0,
+    }
+
+
+def check(device, dtype, quick, timer):
+    rows = []
+    for batch, vocab in _shapes(quick):
+        shape = f"[{batch}, {vocab}]"
+        logits = (torch.randn(batch, vocab, device=device) * 4).to(dtype)
+        rows.append(_confidence_row(logits, dtype, shape, timer))
+        rows.append(_sample_row(logits, dtype, shape, "sample(T=1)", _params(batch, device, 1.0, 0, 1.0), timer))
+        rows.append(_sample_row(logits, dtype, shape, "sample(T=.8,k=50,p=.9)",
+                                _params(batch, device, 0.8, 50, 0.9), timer))
+    return rows
