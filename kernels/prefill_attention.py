@@ -44,8 +44,8 @@ _LOG2E = 1.4426950408889634
 @triton.jit
 def _attend_key_range(acc, l_i, m_i, q, k_base, v_base, block_table_ptr, kv_start, lo, hi,
                       ctx, q_pos, offs_d, d_mask, qk_scale, stride_k_page, stride_k_slot,
-                      stride_v_page, stride_v_slot, MASKED: tl.constexpr, CAUSAL: tl.constexpr, PAGED: tl.constexpr,
-                      PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+                      stride_v_page, stride_v_slot, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+                      PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
                       UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     """Fold keys lo..hi (multiples of BLOCK_N) into the online-softmax state of one query tile.
 
@@ -141,7 +141,7 @@ def _prefill_attention_kernel(
                 mask=row_mask[:, None] & d_mask[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
-    q_pos = ctx - n_q + offs_m
+    q_pos = ctx - n_q + offs_m  # the queries' positions in their sequence
 
     if CAUSAL:
         hi = tl.minimum(ctx - n_q + m_start + BLOCK_M, ctx)
@@ -169,16 +169,21 @@ def _prefill_attention_kernel(
              out.to(O.dtype.element_ty), mask=row_mask[:, None] & d_mask[None, :])
 
 
-def _tile_config(q):
-    """Tile sizes and launch shape for q [T, Hq, D].
+def _tile_config(q, num_seqs):
+    """Tile sizes and launch shape for q [T, Hq, D] split into num_seqs sequences.
 
-    On the GPU: 128-row query tiles (two warpgroups on Hopper) against 64-key tiles, or
-    64-row tiles when sequences are short on average, so tiles are not mostly padding.
+    On the GPU: 128-row query tiles (two warpgroups on Hopper) against 64-key tiles, three
+    K/V tiles in flight; 64-row tiles when sequences are short on average, so tiles are not
+    mostly padding; smaller tiles for fp32, whose K/V tiles take twice the shared memory.
     In the interpreter: small tiles, so short test sequences still span several tiles.
     """
     block_d = triton.next_power_of_2(q.shape[2])
     if q.device.type != "cuda":
         return dict(BLOCK_M=32, BLOCK_N=16, BLOCK_D=block_d, num_warps=4, num_stages=1)
+    if q.dtype == torch.float32:
+        return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=block_d, num_warps=4, num_stages=2)
+    if q.shape[0] <= 64 * num_seqs:
+        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=3)
     return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=block_d, num_warps=8 if block_d > 64 else 4,
                 num_stages=3)
 
@@ -191,11 +196,10 @@ def _launch(q, k, v, cu_seqlens_q, scale, causal, paged):
     num_seqs = cu_seqlens_q.shape[0] - 1
     if num_tokens == 0:
         return out
-    cfg = _tile_config(q)
+    # The kernel steps along head_dim with unit stride.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    cfg = _tile_config(q, num_seqs)
     block_m = cfg["BLOCK_M"]
-    if q.device.type == "cuda" and num_tokens <= 64 * num_seqs:
-        cfg.update(BLOCK_M=64, num_warps=4)
-        block_m = 64
     # Each sequence of length L has ceil(L / BLOCK_M) tiles, at most one of them partial.
     max_tiles = min(num_tokens, (num_tokens + num_seqs * (block_m - 1)) // block_m)
     if paged is None:

@@ -63,7 +63,7 @@ def paged_inputs(prefix_lens, new_lens, num_q_heads, num_kv_heads, head_dim, blo
 
 def _padded(x, lens, num_heads):
     """Packed [T, H', D] -> [B, num_heads, max_len, D], heads repeated up to num_heads."""
-    batch = torch.zeros(len(lens), max(lens), x.shape[1], x.shape[2], dtype=x.dtype, device=x.device)
+    batch = x.new_zeros(len(lens), max(lens), x.shape[1], x.shape[2])
     for b, rows in enumerate(x.split(lens)):
         batch[b, : len(rows)] = rows
     return batch.repeat_interleave(num_heads // x.shape[1], dim=2).transpose(1, 2).contiguous()

@@ -99,6 +99,14 @@ def test_strided_views_of_a_fused_qkv(device):
                                **TOL[torch.float32])
 
 
+def test_head_dim_not_unit_stride(device):
+    q, k, v, cu = _packed([9, 20], 2, 1, 64, torch.float32, device)
+    q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    out = kernels.prefill_attention(q, k, v, cu, 0.125, False)
+    torch.testing.assert_close(out, reference.prefill_attention(q, k, v, cu, 0.125, False),
+                               **TOL[torch.float32])
+
+
 def test_empty_batch(device):
     q, k, v, cu = _packed([0], 2, 2, 64, torch.float32, device)
     assert kernels.prefill_attention(q, k, v, cu, 0.125, False).shape == (0, 2, 64)
