@@ -1,7 +1,9 @@
 """Per-row sampling with temperature, top-k and top-p, without sorting the vocabulary.
 
-One program owns one row of logits [B, V] and streams over its vocabulary in tiles. With
-x = logits / T (T clamped to >= 1e-6, as the reference does):
+On a GPU one program owns one row of logits [B, V] and streams over its vocabulary in
+tiles (in Triton's interpreter a program takes a stack of rows, see `_rows_per_program`;
+every reduction is still per row). With x = logits / T (T clamped to >= 1e-6, as the
+reference does):
 
 - greedy rows (T <= 0) return argmax(logits), the lowest index on ties;
 - otherwise the draw is Gumbel-max over the kept tokens,
@@ -18,9 +20,14 @@ thresholds are the largest t with  sum_{j: key_j >= t} w_j >= target:
   top-k: key = x, w = 1, target = k;    top-p: key = p, w = p, target = top_p
 where keys are fp32 values mapped to int32 so that integer order is float order. The search
 over that integer range is exact: each pass over the vocabulary tiles evaluates the mass at
-PROBES evenly spaced candidate thresholds at once, and narrows the range to the bracket
-where the criterion flips, so 32 bits take ceil(32 / log2(PROBES)) passes. The threshold found
-is always the key of an actual element, and ties at it are kept, as in the reference.
+PROBES evenly spaced candidate thresholds at once (a 16-way bisection), narrows the range to
+the bracket where the criterion flips and snaps the bracket's ends to element keys. That is
+at most ceil(32 / log2(PROBES)) = 8 passes, and 3 to 5 on real rows, where the bracket soon
+holds a single distinct value. The threshold found is always the key of an actual element,
+and ties at it are kept, as in the reference. Masses are fp32 sums in another order than
+the reference's sorted cumsum, so a row whose nucleus mass lands within rounding of top_p
+could keep a different set; top_p = 1 is exactly "off" (the reference's cumsum can round
+past 1 and drop a tail of ~1e-7 mass).
 """
 import os
 
@@ -30,7 +37,8 @@ import triton.language as tl
 
 from . import _alloc, _checks
 
-BLOCK = 1024
+BLOCK = 2048  # tile of the streaming passes
+SEARCH_BLOCK = 256  # tile of the threshold search, whose working set is PROBES times larger
 PROBES = 16
 INT32_MAX = tl.constexpr(2**31 - 1)
 INT32_MIN = tl.constexpr(-(2**31))
@@ -109,7 +117,7 @@ def _sum_exp(row_ptrs, vocab, temperature, x_max, x_floor, BLOCK: tl.constexpr):
 
 @triton.jit
 def _largest_threshold(row_ptrs, vocab, temperature, lo, hi, target, x_max, sum_exp, x_floor,
-                       BY_PROB: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr):
+                       BY_PROB: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr):
     """Per row: the largest key t in [lo, hi] with sum_{key_j >= t} w_j >= target (module docstring).
 
     BY_PROB=False: key = x, w = 1 (top-k). BY_PROB=True: key = w = p (top-p). Rows with
@@ -129,9 +137,10 @@ def _largest_threshold(row_ptrs, vocab, temperature, lo, hi, target, x_max, sum_
         probes = lo[:, None] + probe_ids[None, :] * step[:, None]
         in_range = probes <= hi[:, None]
         probe_keys = tl.minimum(probes, hi[:, None]).to(tl.int32)
-        mass = tl.zeros(probe_keys.shape, tl.float32)
-        min_above = tl.full(probe_keys.shape, INT32_MAX, tl.int32)
-        max_below = tl.full(probe_keys.shape, INT32_MIN, tl.int32)
+        # Per-lane partials across tiles, reduced once per pass: no cross-warp reduction per tile.
+        mass = tl.zeros([ROWS, BLOCK, PROBES], tl.float32)
+        min_above = tl.full([ROWS, BLOCK, PROBES], INT32_MAX, tl.int32)
+        max_below = tl.full([ROWS, BLOCK, PROBES], INT32_MIN, tl.int32)
         for start in range(0, vocab, BLOCK):
             offs = start + tl.arange(0, BLOCK)
             valid = (offs < vocab)[None, :]
@@ -145,14 +154,14 @@ def _largest_threshold(row_ptrs, vocab, temperature, lo, hi, target, x_max, sum_
             # [ROWS, BLOCK, PROBES]: which elements sit at or above each probe.
             above = key[:, :, None] >= probe_keys[:, None, :]
             counted = valid[:, :, None]  # lanes past the vocabulary have no key
-            mass += tl.sum(tl.where(above, weight[:, :, None], 0.0), axis=1)
-            min_above = tl.minimum(min_above, tl.min(tl.where(above & counted, key[:, :, None], INT32_MAX), axis=1))
-            max_below = tl.maximum(max_below, tl.max(tl.where(above | ~counted, INT32_MIN, key[:, :, None]), axis=1))
+            mass += tl.where(above, weight[:, :, None], 0.0)
+            min_above = tl.minimum(min_above, tl.where(above & counted, key[:, :, None], INT32_MAX))
+            max_below = tl.maximum(max_below, tl.where(above | ~counted, INT32_MIN, key[:, :, None]))
         # The mass only falls as t grows, so the probes that meet the target form a prefix, and
         # the answer lies between the last one that meets it and the first one that does not.
-        meets = (mass >= target[:, None]) & in_range
-        lo_next = tl.maximum(lo, tl.max(tl.where(meets, min_above, INT32_MIN), axis=1))
-        hi_next = tl.minimum(hi, tl.min(tl.where(in_range & ~meets, max_below, INT32_MAX), axis=1))
+        meets = (tl.sum(mass, axis=1) >= target[:, None]) & in_range
+        lo_next = tl.maximum(lo, tl.max(tl.where(meets, tl.min(min_above, axis=1), INT32_MIN), axis=1))
+        hi_next = tl.minimum(hi, tl.min(tl.where(in_range & ~meets, tl.max(max_below, axis=1), INT32_MAX), axis=1))
         lo = tl.where(active, lo_next, lo)
         hi = tl.where(active, hi_next, hi)
     return lo
@@ -186,7 +195,8 @@ def _any(flags):
 
 @triton.jit
 def _sample_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, out_ptr,
-                   batch, vocab, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr):
+                   batch, vocab, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+                   SEARCH_BLOCK: tl.constexpr, PROBES: tl.constexpr):
     slots = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     # Slots past the batch redo its last row (no masks, no NaN from all -inf rows); never stored.
     rows = tl.minimum(slots, batch - 1)
@@ -214,7 +224,7 @@ def _sample_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr,
             lo = tl.where(use_top_k, _order_key(x_min), 0)
             hi = tl.where(use_top_k, _order_key(x_max), 0)
             kth = _largest_threshold(row_ptrs, vocab, temperature, lo, hi, top_k.to(tl.float32),
-                                     x_max, sum_exp, x_floor, False, BLOCK, PROBES)
+                                     x_max, sum_exp, x_floor, False, ROWS, SEARCH_BLOCK, PROBES)
             x_floor = tl.where(use_top_k, _key_value(kth), x_floor)
         p_floor = tl.zeros([ROWS], tl.float32)
         check_prob = _any(use_top_p)
@@ -225,7 +235,7 @@ def _sample_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr,
             lo = tl.zeros([ROWS], tl.int32)
             hi = tl.where(use_top_p, p_top, 0)
             p_key = _largest_threshold(row_ptrs, vocab, temperature, lo, hi, top_p,
-                                       x_max, sum_exp, x_floor, True, BLOCK, PROBES)
+                                       x_max, sum_exp, x_floor, True, ROWS, SEARCH_BLOCK, PROBES)
             p_floor = p_key.to(tl.float32, bitcast=True)
         drawn = _gumbel_argmax(row_ptrs, vocab, temperature, seeds, x_floor, check_prob,
                                x_max, sum_exp, p_floor, BLOCK)
@@ -259,10 +269,12 @@ def sample(logits, temperature, top_k, top_p, seeds):
     if batch == 0:
         return out
     block = min(BLOCK, triton.next_power_of_2(vocab))
-    rows = _rows_per_program(batch, block)
+    search_block = min(SEARCH_BLOCK, block)
+    rows = _rows_per_program(batch, search_block)
     _sample_kernel[(triton.cdiv(batch, rows),)](
         logits, temperature.contiguous(), top_k.contiguous(), top_p.contiguous(), seeds.contiguous(), out,
-        batch, vocab, logits.stride(0), ROWS=rows, BLOCK=block, PROBES=PROBES, num_warps=8,
+        batch, vocab, logits.stride(0), ROWS=rows, BLOCK=block, SEARCH_BLOCK=search_block, PROBES=PROBES,
+        num_warps=8,
     )
     return out
 
