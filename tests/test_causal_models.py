@@ -147,3 +147,16 @@ def test_model_shape_attributes(checkpoints):
     layers = model.attention_layers()
     assert len(layers) == 2 and all(layer.num_heads == 4 for layer in layers)
     assert loaded.max_positions == 64  # capped by the sliding window
+
+
+@pytest.mark.parametrize(
+    "family, overrides, message",
+    [
+        ("llama", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "rope_type must be one of"),
+        ("llama", {"hidden_act": "gelu"}, "hidden_act must be 'silu'"),
+        ("gpt2", {"activation_function": "relu"}, "activation_function must be one of"),
+    ],
+)
+def test_unsupported_config_fails_at_load(tmp_path, family, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_model(MAKERS[family](tmp_path, **overrides))

@@ -76,15 +76,15 @@ def canonical_names(weights: dict, prefix: str, top_level=("lm_head.",)) -> dict
 class RotaryTables:
     """fp32 cos/sin tables [max_positions, head_dim / 2] for ops.rotary_embedding.
 
-    Built on first use on the device of the activations (and rebuilt if the model moves),
-    so a model constructed on the meta device needs no buffer fix-up after loading.
+    Built on the CPU at construction, so an unsupported rope scaling fails when the model is
+    built, even inside a meta-device context; moved to the activations' device on first use.
     """
 
     def __init__(self, hf_config):
-        self.hf_config = hf_config
-        self.cos = self.sin = None
+        with torch.device("cpu"):
+            self.cos, self.sin = rope_tables_from_config(hf_config, "cpu")
 
     def get(self, device):
-        if self.cos is None or self.cos.device != device:
-            self.cos, self.sin = rope_tables_from_config(self.hf_config, device)
+        if self.cos.device != device:
+            self.cos, self.sin = self.cos.to(device), self.sin.to(device)
         return self.cos, self.sin

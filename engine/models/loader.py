@@ -101,7 +101,7 @@ def read_weights(files, is_pickle, dtype, device) -> dict[str, torch.Tensor]:
         if is_pickle:
             shard = torch.load(file, weights_only=True, map_location="cpu")
         else:
-            shard = load_file(file, device="cpu")
+            shard = load_file(file, device=str(torch.device(device)))
         for name, tensor in shard.items():
             cast = dtype if tensor.is_floating_point() else tensor.dtype
             weights[name] = tensor.to(device=device, dtype=cast)
