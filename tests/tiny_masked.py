@@ -5,6 +5,7 @@ Each factory writes an HF folder (config.json, model.safetensors, tokenizer) wit
 distributions are peaked: greedy choices and confidence orderings are then decided by
 margins far above fp32 rounding, and engine-vs-HF comparisons are not coin flips.
 """
+import pytest
 import torch
 from transformers import (
     BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM, RobertaConfig,
@@ -14,6 +15,16 @@ from transformers import (
 from tests.tokenizer_factory import BERT_SPECIALS, ROBERTA_SPECIALS, make_tokenizer
 
 VOCAB = 96
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Import into a test module to run it with one intra-op thread: on these tiny models a
+    second thread only adds barrier waits (x1000 per op on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 FAMILIES = ("bert", "roberta", "distilbert")
 
 
