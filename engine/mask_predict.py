@@ -17,7 +17,9 @@ Per pass of a block with T passes (engine/mask_schedule.py has n(t), blocks and 
   threshold tau   (overrides remask and iterations) every masked slot of the block with
                   confidence >= tau is filled, at least the most confident one; filled
                   slots are final; the block takes as many passes as it needs (<= its size).
-Without block_size the N slots are one block. With it, later blocks stay masked and are not
+A scheduled block always runs its T passes, as the paper's loop does: when n(t) reaches 0
+before the last pass, the remaining passes find nothing masked, predict nothing and still
+count in nfe. Without block_size the N slots are one block. With it, later blocks stay masked and are not
 predicted until their turn. stop_early: when a pass's predictions over its block (kept tokens
 plus new predictions) equal the previous pass's in the same block, the block takes them and
 is done (without blocks: the request is done).

@@ -282,3 +282,59 @@ def test_bad_requests_are_named_and_serving_continues(checkpoint):
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
         ex.add("x", None, PROMPTS[0], MaskPredictParams(length_candidates=[50, 50, 50, 50]))
     assert set(drain(ex)) == {"ok"}
+
+
+# ---- through the public API -------------------------------------------------------------
+
+
+def test_llm_generate_matches_oracle(checkpoint):
+    from engine import LLM
+
+    _, path, hf, loaded = checkpoint
+    llm = LLM(path, device="cpu", kernel_backend="torch")
+    params = [MIXED[0], MaskPredictParams(length=5, iterations=3, remask="commit"), MIXED[2]]
+    outs = llm.generate(["the cat sees a dog", PROMPTS[1], "a red car"], params)
+    tok = loaded.tokenizer
+    for out, p, prompt in zip(outs, params, ["the cat sees a dog", PROMPTS[1], "a red car"]):
+        ids = prompt if isinstance(prompt, list) else tok(prompt, add_special_tokens=False)["input_ids"]
+        assert out.prompt_token_ids == ids
+        assert_matches_oracle(checkpoint, out, ids, p)
+
+
+def test_engine_requests_join_mid_flight(checkpoint):
+    from engine import Engine
+
+    _, path, _, _ = checkpoint
+    engine = Engine(path, device="cpu", kernel_backend="torch", max_num_seqs=3)
+    requests = list(zip(PROMPTS, MIXED))
+    first = engine.add_request(requests[0][0], requests[0][1])
+    done, joined = {}, {}
+    while engine.has_unfinished():
+        step = len(joined) + 1
+        if step < len(requests):  # one new request before every pass
+            joined[engine.add_request(requests[step][0], requests[step][1])] = step
+        done.update({o.request_id: o for o in engine.step() if o.finished})
+    joined[first] = 0
+    assert len(done) == len(requests)
+    for request_id, i in joined.items():
+        assert_matches_oracle(checkpoint, done[request_id], *requests[i])
+
+
+def test_engine_rejects_wrong_params_and_keeps_serving(checkpoint, tmp_path):
+    from engine import LLM
+    from tests.tiny_causal import make_gpt2
+
+    _, path, _, _ = checkpoint
+    llm = LLM(path, device="cpu", kernel_backend="torch")
+    with pytest.raises(TypeError, match="SamplingParams"):
+        llm.generate("the cat", SamplingParams(max_tokens=4))
+    with pytest.raises(ValueError, match="max positions"):
+        llm.generate(["the cat", "a dog"], MaskPredictParams(length=62))
+    assert not llm.engine.has_unfinished()  # nothing of a rejected call stays queued
+    out = llm.generate("the cat", MaskPredictParams(length=3, iterations=2))[0]
+    assert out.finished and len(out.token_ids) == 3
+
+    causal = LLM(make_gpt2(str(tmp_path)), device="cpu", kernel_backend="torch")
+    with pytest.raises(TypeError, match="MaskPredictParams"):
+        causal.generate([5, 6, 7], MaskPredictParams())
+    assert len(causal.generate([5, 6, 7], SamplingParams(temperature=0.0, max_tokens=2))[0].token_ids) == 2
