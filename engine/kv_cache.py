@@ -36,11 +36,11 @@ class BlockManager:
         return -(-num_tokens // self.block_size)
 
     def _block_hashes(self, req: Request, num_full_blocks: int) -> list[int]:
-        hashes, tokens, bs = req.block_hashes, req.all_token_ids, self.block_size
+        hashes, bs = req.block_hashes, self.block_size
         while len(hashes) < num_full_blocks:
             i = len(hashes)
             parent = hashes[-1] if hashes else None
-            hashes.append(hash((parent, tuple(tokens[i * bs:(i + 1) * bs]))))
+            hashes.append(hash((parent, tuple(req.token_ids(i * bs, (i + 1) * bs)))))
         return hashes[:num_full_blocks]
 
     def match_prefix(self, req: Request) -> list[int]:
@@ -51,11 +51,11 @@ class BlockManager:
         """
         if not self.enable_prefix_caching:
             return []
-        tokens, bs = req.all_token_ids, self.block_size
+        bs = self.block_size
         hits = []
         for i, h in enumerate(self._block_hashes(req, (req.num_tokens - 1) // bs)):
             block = self.cached.get(h)
-            if block is None or self.block_tokens[block] != tuple(tokens[i * bs:(i + 1) * bs]):
+            if block is None or self.block_tokens[block] != tuple(req.token_ids(i * bs, (i + 1) * bs)):
                 break
             hits.append(block)
         return hits
@@ -90,16 +90,18 @@ class BlockManager:
         """Register the request's newly completed full blocks in the prefix cache."""
         if not self.enable_prefix_caching:
             return
-        bs, tokens = self.block_size, req.all_token_ids
+        bs = self.block_size
         num_full = req.num_computed_tokens // bs
+        if num_full <= req.num_sealed_blocks:
+            return
         hashes = self._block_hashes(req, num_full)
         for i in range(req.num_sealed_blocks, num_full):
             block, h = req.block_table[i], hashes[i]
             if h not in self.cached:  # else an identical block is already cached: keep that one
                 self.cached[h] = block
                 self.block_hash[block] = h
-                self.block_tokens[block] = tuple(tokens[i * bs:(i + 1) * bs])
-        req.num_sealed_blocks = max(req.num_sealed_blocks, num_full)
+                self.block_tokens[block] = tuple(req.token_ids(i * bs, (i + 1) * bs))
+        req.num_sealed_blocks = num_full
 
     def free(self, req: Request) -> None:
         """Release every block of the request; sealed ones stay cached until evicted.

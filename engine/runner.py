@@ -56,7 +56,7 @@ class ModelRunner:
         for req, start, n in zip(batch.requests, starts, batch.num_new_tokens):
             end = start + n
             table = req.block_table
-            ids += req.all_token_ids[start:end]
+            ids += req.token_ids(start, end)
             positions += range(start, end)
             slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
             cu.append(cu[-1] + n)
@@ -65,10 +65,11 @@ class ModelRunner:
                 sample_rows.append(cu[-1] - 1)
         width = max(len(req.block_table) for req in batch.requests)
         tables = [req.block_table + [0] * (width - len(req.block_table)) for req in batch.requests]
-        dev = self.device
+        dev, pinned = self.device, self.device.type == "cuda"
 
-        def tensor(values):
-            return torch.tensor(values, dtype=torch.int32, device=dev)
+        def tensor(values, dtype=torch.int32):
+            # On CUDA: staged in pinned memory so the copy does not block the host.
+            return torch.tensor(values, dtype=dtype, pin_memory=pinned).to(dev, non_blocking=True)
 
         meta = AttentionMetadata(
             mode=attention_mode(starts, batch.num_new_tokens),
@@ -78,9 +79,7 @@ class ModelRunner:
             context_lens=tensor(context_lens),
             block_tables=tensor(tables),
         )
-        input_ids = torch.tensor(ids, dtype=torch.long, device=dev)
-        pos = torch.tensor(positions, dtype=torch.long, device=dev)
-        return input_ids, pos, meta, sample_rows
+        return tensor(ids, torch.long), tensor(positions, torch.long), meta, sample_rows
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> torch.Tensor | None:
