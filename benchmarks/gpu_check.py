@@ -10,7 +10,6 @@ max(bytes / HBM bandwidth, flops / matmul rate), and "roofline %" = attainable /
 import argparse
 import datetime
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 import kernels  # noqa: F401  (selects Triton's interpreter on CPU before triton loads)
 
 from .ceilings import measure_ceilings
+from .machine import machine_name
 from .gpu_checks import decode_attention, elementwise, prefill_attention, sampling
 from .timing import median_seconds
 
@@ -28,12 +28,6 @@ FAMILIES = {
     "elementwise": elementwise,
     "sampling": sampling,
 }
-
-
-def machine_name(device):
-    if str(device).startswith("cuda"):
-        return torch.cuda.get_device_name(0).replace(" ", "-")
-    return f"cpu-{platform.machine()}"
 
 
 def add_roofline(row, ceilings):
