@@ -18,9 +18,9 @@ Per pass of a block with T passes (engine/mask_schedule.py has n(t), blocks and 
                   confidence >= tau is filled, at least the most confident one; filled
                   slots are final; the block takes as many passes as it needs (<= its size).
 A scheduled block always runs its T passes, as the paper's loop does: when n(t) reaches 0
-before the last pass, the remaining passes find nothing masked, predict nothing and still
-count in nfe. Without block_size the N slots are one block. With it, later blocks stay masked and are not
-predicted until their turn. stop_early: when a pass's predictions over its block (kept tokens
+before the last pass, the remaining passes find nothing masked and change nothing (they
+skip the encoder but count in nfe). Without block_size the N slots are one block. With it,
+later blocks stay masked and are not predicted until their turn. stop_early: when a pass's predictions over its block (kept tokens
 plus new predictions) equal the previous pass's in the same block, the block takes them and
 is done (without blocks: the request is done).
 
@@ -265,8 +265,11 @@ class MaskPredictExecutor:
         if not self.running:
             return []
         live = [(r, s) for r in self.running for s in r.sequences if not s.finished]
-        ids, positions, bounds, rows, plans = [], [], [0], [], []
-        for request, seq in live:
+        # a sequence with nothing masked in its block (more passes than slots to fill) takes a
+        # no-op pass without the encoder, unless its last pass's scores are needed
+        packed = [(r, s) for r, s in live if s.slots_to_predict() or len(r.sequences) > 1]
+        ids, positions, bounds, rows, plans = [], [], [0], [], {}
+        for request, seq in packed:
             start = bounds[-1]
             sequence = [self.cls_id, *request.prompt_token_ids, *seq.tokens, self.sep_id]
             ids += sequence
@@ -277,20 +280,20 @@ class MaskPredictExecutor:
             offset = len(rows)
             if len(request.sequences) > 1:  # scored: the head runs at every slot
                 rows += [first_slot + s for s in range(seq.length)]
-                plans.append((offset, predict, [offset + s for s in predict]))
+                plans[id(seq)] = (offset, predict, [offset + s for s in predict])
             else:
                 rows += [first_slot + s for s in predict]
-                plans.append((offset, predict, list(range(offset, offset + len(predict)))))
+                plans[id(seq)] = (offset, predict, list(range(offset, offset + len(predict))))
 
-        with torch.no_grad():
-            hidden = self._encode(ids, positions, bounds)
-            tokens = confidence = logits = []
-            if rows:  # a pass may find nothing masked (more passes than slots to fill)
-                logits = self._head_logits(hidden, rows)
-                tokens, confidence = (t.tolist() for t in self._predict(logits, live, plans))
+        tokens = confidence = logits = []
+        if packed:
+            with torch.no_grad():
+                logits = self._head_logits(self._encode(ids, positions, bounds), rows)
+                tokens, confidence = (t.tolist() for t in self._predict(logits, packed, plans))
 
         now = time.perf_counter()
-        for (request, seq), (offset, predict, predict_rows) in zip(live, plans):
+        for request, seq in live:
+            offset, predict, predict_rows = plans.get(id(seq), (0, [], []))
             seq.apply(predict, [tokens[i] for i in predict_rows], [confidence[i] for i in predict_rows])
             if seq.finished and len(request.sequences) > 1:
                 seq.score = self._mean_log_prob(logits[offset : offset + seq.length], seq.tokens)
@@ -320,11 +323,12 @@ class MaskPredictExecutor:
         logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
         return logits.masked_fill(self.banned, float("-inf"))
 
-    def _predict(self, logits, live, plans):
+    def _predict(self, logits, packed, plans):
         """Per head row: the prediction and its confidence (argmax, or a seeded draw)."""
         tokens, confidence = self.ops.confidence_argmax(logits)
         temperature, top_k, top_p, seeds, sampled = [], [], [], [], []
-        for (request, seq), (_, predict, predict_rows) in zip(live, plans):
+        for request, seq in packed:
+            _, predict, predict_rows = plans[id(seq)]
             p = request.params
             if p.temperature > 0:
                 for slot, row in zip(predict, predict_rows):
