@@ -84,19 +84,24 @@ def test_stress_preemption_matches_requests_run_alone(checkpoints):
     """200 random requests through a cache that forces preemption; each output equals its solo run."""
     path = checkpoints["gpt2"]
     rng = random.Random(1)
-    requests = [
-        ([rng.randrange(4, 128) for _ in range(rng.randint(1, 24))], rng.randint(1, 8))
-        for _ in range(200)
-    ]
+    shared = [rng.randrange(4, 128) for _ in range(9)]  # half the prompts share it: prefix hits too
+
+    def prompt():
+        own = [rng.randrange(4, 128) for _ in range(rng.randint(1, 16))]
+        return shared[: rng.randint(4, 9)] + own if rng.random() < 0.5 else own
+
+    requests = [(prompt(), rng.randint(1, 8)) for _ in range(200)]
     engine = Engine(path, block_size=4, num_kv_blocks=24, max_num_seqs=24, max_num_batched_tokens=48)
     ids = {engine.add_request(p, SamplingParams(max_tokens=n, **GREEDY)): i for i, (p, n) in enumerate(requests)}
-    got = {}
+    got, cached_tokens = {}, 0
     while engine.has_unfinished():
         for out in engine.step():
             if out.finished:
                 got[ids[out.request_id]] = out.token_ids
+                cached_tokens += out.metrics.cached_prompt_tokens
     assert len(got) == len(requests)
     assert engine.scheduler.num_preemptions > 0
+    assert cached_tokens > 0
     bm = engine.block_manager
     assert bm.num_free_blocks == bm.num_blocks and all(c == 0 for c in bm.ref_counts)
 
