@@ -11,6 +11,16 @@ def device():
     return DEVICE
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """One intra-op thread: the test models are tiny, and a second thread only adds barrier
+    waits (x1000 per op when the 2-core machine is busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -17,14 +17,6 @@ from tests.tokenizer_factory import BERT_SPECIALS, ROBERTA_SPECIALS, make_tokeni
 VOCAB = 96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Import into a test module to run it with one intra-op thread: on these tiny models a
-    second thread only adds barrier waits (x1000 per op on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 FAMILIES = ("bert", "roberta", "distilbert")
 
 
