@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
 from engine.models.loader import load_model
-from tests.tiny_masked import FAMILIES, make_masked_lm, single_thread  # noqa: F401 (autouse fixture)
+from tests.tiny_masked import FAMILIES, make_masked_lm
 
 # the kernel modules the encoder calls through ops
 ENCODER_KERNELS = ("prefill_attention", "norms", "activations")

@@ -10,7 +10,7 @@ from engine.models.loader import load_model
 from engine.params import MaskPredictParams, SamplingParams
 from tests.hf_mask_predict import hf_mask_predict
 from tests.test_bert_models import ENCODER_KERNELS, require_backend
-from tests.tiny_masked import FAMILIES, make_masked_lm, single_thread  # noqa: F401 (autouse fixture)
+from tests.tiny_masked import FAMILIES, make_masked_lm
 
 MP_KERNELS = ENCODER_KERNELS + ("confidence", "sampling")
 
