@@ -26,43 +26,55 @@ def store_kv(k, v, k_cache, v_cache, slot_mapping):
     v_cache[blocks, offsets] = v[keep]
 
 
-def _gather_context(cache, block_table, length):
-    """The first `length` rows [length, Hkv, D] of one sequence's paged cache."""
-    block_size = cache.shape[1]
-    num_blocks = (length + block_size - 1) // block_size
-    rows = cache[block_table[:num_blocks].long()].flatten(0, 1)
-    return rows[:length]
+def _attend(q, k, v, scale, mask, key_valid):
+    """Softmax attention in fp32, batched over padded sequences.
 
-
-def _attend(q, k, v, scale, mask=None):
-    """Softmax attention in fp32. q [Tq, Hq, D], k/v [Tk, Hkv, D]; GQA by repetition."""
-    group = q.shape[1] // k.shape[1]
-    k = k.float().repeat_interleave(group, dim=1)
-    v = v.float().repeat_interleave(group, dim=1)
-    scores = torch.einsum("qhd,khd->hqk", q.float(), k) * scale
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+    q [B, Lq, Hq, D], k/v [B, Lk, Hkv, D]; query head h reads kv head h // (Hq / Hkv).
+    mask [B, Lq, Lk] says which keys each query may see; key_valid [B, Lk] marks real rows
+    (padding rows may hold anything, NaN included, and contribute nothing). A query that
+    may see no key gets 0.
+    """
+    batch, lq, hq, dim = q.shape
+    hkv = k.shape[2]
+    q = q.float().reshape(batch, lq, hkv, hq // hkv, dim)
+    v = torch.where(key_valid[:, :, None, None], v.float(), 0.0)
+    scores = torch.einsum("bqhgd,bkhd->bhgqk", q, k.float()) * scale
+    scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    return torch.einsum("hqk,khd->qhd", probs, v)
+    probs = torch.where(mask.any(-1)[:, None, None, :, None], probs, 0.0)
+    return torch.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(batch, lq, hq, dim)
+
+
+def _paged_rows(cache, block_tables, length):
+    """[B, length, Hkv, D]: row j of sequence b is row j of its paged cache (or padding)."""
+    block_size = cache.shape[1]
+    num_blocks = -(-length // block_size)
+    return cache[block_tables[:, :num_blocks].long()].flatten(1, 2)[:, :length]
+
+
+def _packed_index(cu_seqlens):
+    """Per packed row: its sequence and its offset there; plus each sequence's length."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    seq = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+    offset = torch.arange(len(seq), device=cu_seqlens.device) - cu_seqlens[seq].long()
+    return seq, offset, lengths
+
+
+def _pad(x, seq, offset, batch, length):
+    """Packed rows [T, H, D] -> padded [B, length, H, D] (zeros where a sequence is shorter)."""
+    out = x.new_zeros(batch, length, *x.shape[1:])
+    out[seq, offset] = x
+    return out
 
 
 def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
     """One query token per sequence, q [B, Hq, D], over its first context_lens[b] cached rows."""
     _checks.check_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
-    out = torch.empty_like(q)
-    for b in range(q.shape[0]):
-        n = int(context_lens[b])
-        k = _gather_context(k_cache, block_tables[b], n)
-        v = _gather_context(v_cache, block_tables[b], n)
-        out[b] = _attend(q[b : b + 1], k, v, scale)[0].to(q.dtype)
-    return out
-
-
-def _causal_mask(num_queries, num_keys, device):
-    """Query i sits at absolute position num_keys - num_queries + i and sees keys up to it."""
-    q_pos = torch.arange(num_keys - num_queries, num_keys, device=device)
-    k_pos = torch.arange(num_keys, device=device)
-    return k_pos[None, :] <= q_pos[:, None]
+    length = int(context_lens.max()) if q.shape[0] else 0
+    key_valid = torch.arange(length, device=q.device)[None, :] < context_lens[:, None]
+    k = _paged_rows(k_cache, block_tables, length)
+    v = _paged_rows(v_cache, block_tables, length)
+    return _attend(q[:, None], k, v, scale, key_valid[:, None, :], key_valid)[:, 0].to(q.dtype)
 
 
 def prefill_attention(q, k, v, cu_seqlens, scale, causal):
@@ -72,37 +84,44 @@ def prefill_attention(q, k, v, cu_seqlens, scale, causal):
     bidirectional encoder case.
     """
     _checks.check_prefill_attention(q, k, v, cu_seqlens, scale, causal)
-    out = torch.empty_like(q)
-    bounds = cu_seqlens.tolist()
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        if end == start:
-            continue
-        mask = _causal_mask(end - start, end - start, q.device) if causal else None
-        out[start:end] = _attend(q[start:end], k[start:end], v[start:end], scale, mask).to(q.dtype)
-    return out
+    seq, offset, lengths = _packed_index(cu_seqlens)
+    if q.shape[0] == 0:
+        return q.clone()
+    batch, length = len(lengths), int(lengths.max())
+    pos = torch.arange(length, device=q.device)
+    key_valid = pos[None, :] < lengths[:, None]
+    mask = key_valid[:, None, :].expand(batch, length, length)
+    if causal:
+        mask = mask & (pos[None, :] <= pos[:, None])
+    pad = lambda x: _pad(x, seq, offset, batch, length)  # noqa: E731
+    out = _attend(pad(q), pad(k), pad(v), scale, mask, key_valid)
+    return out[seq, offset].to(q.dtype)
 
 
 def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
     """Causal attention of new query tokens over a paged cache that already holds their keys.
 
     Sequence b's queries q[cu_seqlens_q[b]:cu_seqlens_q[b+1]] are its last n_b tokens; its
-    cache holds context_lens[b] rows (cached prefix + the new tokens, stored by `store_kv`).
+    cache holds context_lens[b] rows (cached prefix + the new tokens, stored by `store_kv`),
+    so query i sits at position context_lens[b] - n_b + i and sees the keys up to it.
     This serves chunked prefill and prefix-cache hits; n_b = 1 is a decode step.
     """
     _checks.check_paged_prefill_attention(
         q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale
     )
-    out = torch.empty_like(q)
-    bounds = cu_seqlens_q.tolist()
-    for b, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-        if end == start:
-            continue
-        n = int(context_lens[b])
-        k = _gather_context(k_cache, block_tables[b], n)
-        v = _gather_context(v_cache, block_tables[b], n)
-        mask = _causal_mask(end - start, n, q.device)
-        out[start:end] = _attend(q[start:end], k, v, scale, mask).to(q.dtype)
-    return out
+    seq, offset, lengths = _packed_index(cu_seqlens_q)
+    if q.shape[0] == 0:
+        return q.clone()
+    batch, num_queries = len(lengths), int(lengths.max())
+    num_keys = int(context_lens.max())
+    key_pos = torch.arange(num_keys, device=q.device)
+    key_valid = key_pos[None, :] < context_lens[:, None]
+    q_pos = (context_lens - lengths)[:, None] + torch.arange(num_queries, device=q.device)[None, :]
+    mask = (key_pos[None, None, :] <= q_pos[:, :, None]) & key_valid[:, None, :]
+    k = _paged_rows(k_cache, block_tables, num_keys)
+    v = _paged_rows(v_cache, block_tables, num_keys)
+    out = _attend(_pad(q, seq, offset, batch, num_queries), k, v, scale, mask, key_valid)
+    return out[seq, offset].to(q.dtype)
 
 
 def _add_residual(x, residual):
