@@ -1,4 +1,5 @@
 """EngineConfig: every knob of the engine, validated once; the LLM/Engine keywords are its fields."""
+import os
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
 
@@ -53,8 +54,10 @@ class EngineConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if isinstance(self.model, os.PathLike):
+            self.model = os.fspath(self.model)
         if not isinstance(self.model, str) or not self.model:
-            raise TypeError(f"model must be a checkpoint folder path (str), got {self.model!r}")
+            raise TypeError(f"model must be a checkpoint folder path (str or os.PathLike), got {self.model!r}")
         try:
             device = torch.device(self.device)
         except (RuntimeError, TypeError) as e:

@@ -158,3 +158,11 @@ def test_masked_lm_routes_to_mask_predict(tmp_path):
     out = llm.generate("the cat", MaskPredictParams(length=4, iterations=2))[0]
     assert out.finished and len(out.token_ids) == 4 and out.metrics.nfe == 2
     assert not llm.engine.has_unfinished()
+
+
+def test_model_path_may_be_a_path_object(gpt2):
+    from pathlib import Path
+
+    llm = LLM(Path(gpt2), block_size=4, num_kv_blocks=40)
+    assert llm.engine.config.model == str(gpt2)
+    assert len(llm.generate([[4, 5]], SamplingParams(max_tokens=2))[0].token_ids) == 2
