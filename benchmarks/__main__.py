@@ -42,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS, help="which parts to run (default: all)")
     p.add_argument("--profile", action="store_true", help="also write torch.profiler Chrome traces (part 5)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the held-out prompts")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for engine and baselines alike (default: 1 on CPU, where the "
+                        "bundled models are small and extra threads only add barrier waits; torch's default on CUDA)")
     return p.parse_args(argv)
 
 
@@ -82,6 +85,9 @@ def build_run(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    threads = args.threads or (None if args.device.startswith("cuda") else 1)
+    if threads:
+        torch.set_num_threads(threads)
     run = build_run(args)
     out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(args.device)}"
     out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +104,7 @@ def main(argv=None):
         "dtype": str(run.torch_dtype).replace("torch.", ""),
         "kernel_backend": run.llm(run.ar_path).engine.config.kernel_backend,
         "torch": torch.__version__, "transformers": transformers.__version__, "quick": args.quick,
+        "threads": torch.get_num_threads(),
         "ar_model": run.ar_path, "mlm_models": run.mlm_paths, "sizes": vars(run.sizes),
     }
     (out / "results.json").write_text(json.dumps(run.results, indent=2, default=str))

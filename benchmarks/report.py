@@ -99,7 +99,7 @@ def roofline_conclusions(roof):
 def render(results, plots):
     meta = results["meta"]
     lines = [f"# duodecode benchmark report, {meta['date']}, {meta['machine']}", "",
-             f"Device {meta['device']}, dtype {meta['dtype']}, kernel backend {meta['kernel_backend']}, "
+             f"Device {meta['device']} ({meta['threads']} torch threads), dtype {meta['dtype']}, kernel backend {meta['kernel_backend']}, "
              f"torch {meta['torch']}, transformers {meta['transformers']}. Models: AR `{meta['ar_model']}`, "
              + ", ".join(f"{k} `{v}`" for k, v in meta["mlm_models"].items())
              + f". {'Quick run (CI sizes).' if meta['quick'] else ''}", ""]
