@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 PYTEST_ARGS ?=
 
-.PHONY: setup test bench clean
+.PHONY: setup test bench bench-quick microbench kernels-check gpu clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,21 @@ test: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+bench-quick: setup
+	$(PY) -m benchmarks --quick
+
+# pytest-benchmark suites; JSON saved under .benchmarks/ to compare runs across commits
+microbench: setup
+	$(PY) -m pytest benchmarks/microbench --benchmark-only --benchmark-autosave -q
+
+# every kernel against its reference, timed against torch and the measured roofline
+kernels-check: setup
+	$(PY) -m benchmarks.gpu_check
+
+# the whole GPU session (kernel checks, GPU tests, report) in one call, results under $(OUT)
+gpu:
+	OUT=$(OUT) bash benchmarks/gpu_session.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks
