@@ -8,7 +8,6 @@ Statistics run in fp32 on the whole row, which one program holds in registers (t
 padded to the next power of two and masked), so x is read once and y (and h) written once.
 Small hidden sizes put several rows in one program so each program still moves a few KiB.
 """
-import torch
 import triton
 import triton.language as tl
 

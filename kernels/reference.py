@@ -4,7 +4,6 @@ Each function has the signature of its Triton twin in `kernels` and validates it
 arguments the same way. Math runs in fp32 and the result is cast back to the input dtype,
 which is what the Triton kernels do too, so the two agree to fp32 rounding.
 """
-import math
 
 import torch
 import torch.nn.functional as F

@@ -5,7 +5,6 @@ Each factory writes an HF folder (config.json, model.safetensors, tokenizer) wit
 distributions are peaked: greedy choices and confidence orderings are then decided by
 margins far above fp32 rounding, and engine-vs-HF comparisons are not coin flips.
 """
-import pytest
 import torch
 from transformers import (
     BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM, RobertaConfig,

@@ -4,24 +4,10 @@ import torch
 
 import kernels
 from kernels import reference
+from tests.kernels.matching import assert_matches, float_dtypes
 
 # Leading shapes with a single row, non-power-of-two widths, and more than one block per row.
 SHAPES = [(1, 128), (7, 160), (3, 5, 200), (2, 4864)]
-
-
-def _dtypes(device):
-    if device == "cuda":
-        return [torch.float32, torch.float16, torch.bfloat16]
-    return [torch.float32, torch.float16]
-
-
-def _tol(dtype):
-    return {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
-
-
-def _assert_matches(out, ref, dtype):
-    assert out.shape == ref.shape and out.dtype == ref.dtype
-    torch.testing.assert_close(out, ref, rtol=_tol(dtype), atol=_tol(dtype))
 
 
 def _wide_range(shape, dtype, device):
@@ -31,35 +17,35 @@ def _wide_range(shape, dtype, device):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_silu_and_mul(shape, device):
-    for dtype in _dtypes(device):
+    for dtype in float_dtypes(device):
         x = _wide_range(shape, dtype, device)
         out = kernels.silu_and_mul(x)
         assert out.shape == (*shape[:-1], shape[-1] // 2)
-        _assert_matches(out, reference.silu_and_mul(x), dtype)
+        assert_matches(out, reference.silu_and_mul(x), dtype)
 
 
 def test_silu_and_mul_strided_rows(device):
     x = torch.randn(5, 300, device=device)[:, :200]
-    _assert_matches(kernels.silu_and_mul(x), reference.silu_and_mul(x), torch.float32)
+    assert_matches(kernels.silu_and_mul(x), reference.silu_and_mul(x), torch.float32)
 
 
 @pytest.mark.parametrize("shape", SHAPES + [(1,), (3001,)], ids=str)
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu(shape, approximate, device):
-    for dtype in _dtypes(device):
+    for dtype in float_dtypes(device):
         x = _wide_range(shape, dtype, device)
-        _assert_matches(kernels.gelu(x, approximate), reference.gelu(x, approximate), dtype)
+        assert_matches(kernels.gelu(x, approximate), reference.gelu(x, approximate), dtype)
 
 
 def test_gelu_saturates_without_nan(device):
     x = torch.tensor([-1e4, -60.0, -10.0, 0.0, 10.0, 60.0, 1e4], device=device)
     for approximate in ("none", "tanh"):
-        _assert_matches(kernels.gelu(x, approximate), reference.gelu(x, approximate), torch.float32)
+        assert_matches(kernels.gelu(x, approximate), reference.gelu(x, approximate), torch.float32)
 
 
 def test_gelu_non_contiguous_input(device):
     x = torch.randn(40, 30, device=device).t()
-    _assert_matches(kernels.gelu(x, "tanh"), reference.gelu(x, "tanh"), torch.float32)
+    assert_matches(kernels.gelu(x, "tanh"), reference.gelu(x, "tanh"), torch.float32)
 
 
 @pytest.mark.parametrize(

@@ -4,18 +4,9 @@ import torch
 
 import kernels
 from kernels import reference
+from tests.kernels.matching import assert_matches, float_dtypes
 
 SHAPES = [(1, 64), (7, 80), (3, 5, 96), (5, 100), (2, 768)]
-
-
-def _dtypes(device):
-    if device == "cuda":
-        return [torch.float32, torch.float16, torch.bfloat16]
-    return [torch.float32, torch.float16]
-
-
-def _tol(dtype):
-    return {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
 
 
 def _inputs(shape, dtype, device, with_residual):
@@ -26,32 +17,24 @@ def _inputs(shape, dtype, device, with_residual):
     return x, weight, bias, residual
 
 
-def _assert_matches(out, ref, dtype):
-    outs, refs = (out, ref) if isinstance(ref, tuple) else ((out,), (ref,))
-    assert len(outs) == len(refs)
-    for o, r in zip(outs, refs):
-        assert o.shape == r.shape and o.dtype == r.dtype
-        torch.testing.assert_close(o, r, rtol=_tol(dtype), atol=_tol(dtype))
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 def test_rms_norm(shape, with_residual, device):
-    for dtype in _dtypes(device):
+    for dtype in float_dtypes(device):
         x, weight, _, residual = _inputs(shape, dtype, device, with_residual)
         out = kernels.rms_norm(x, weight, 1e-6, residual)
-        _assert_matches(out, reference.rms_norm(x, weight, 1e-6, residual), dtype)
+        assert_matches(out, reference.rms_norm(x, weight, 1e-6, residual), dtype)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
 def test_layer_norm(shape, with_residual, with_bias, device):
-    for dtype in _dtypes(device):
+    for dtype in float_dtypes(device):
         x, weight, bias, residual = _inputs(shape, dtype, device, with_residual)
         bias = bias if with_bias else None
         out = kernels.layer_norm(x, weight, bias, 1e-5, residual)
-        _assert_matches(out, reference.layer_norm(x, weight, bias, 1e-5, residual), dtype)
+        assert_matches(out, reference.layer_norm(x, weight, bias, 1e-5, residual), dtype)
 
 
 def test_residual_sum_is_exact(device):
@@ -68,12 +51,12 @@ def test_strided_input_and_fp32_weight(device):
     x = wide[:, 10:110]
     weight = torch.randn(100, device=device)
     out = kernels.layer_norm(x, weight, None, 1e-5)
-    _assert_matches(out, reference.layer_norm(x, weight, None, 1e-5), torch.float16)
+    assert_matches(out, reference.layer_norm(x, weight, None, 1e-5), torch.float16)
 
 
 def test_many_short_rows_share_a_program(device):
     x, weight, bias, residual = _inputs((37, 64), torch.float32, device, True)
-    _assert_matches(
+    assert_matches(
         kernels.layer_norm(x, weight, bias, 1e-5, residual),
         reference.layer_norm(x, weight, bias, 1e-5, residual),
         torch.float32,

@@ -5,26 +5,11 @@ import torch
 import kernels
 from engine.models.rope import rope_cos_sin
 from kernels import reference
+from tests.kernels.matching import assert_matches, float_dtypes
 
 # (tokens, q heads, kv heads, head_dim): a single token, GQA, odd head counts, D/2 not a power of two.
 SHAPES = [(1, 4, 2, 64), (5, 3, 1, 80), (7, 8, 8, 96), (3, 6, 2, 128)]
 MAX_POSITIONS = 300
-
-
-def _dtypes(device):
-    if device == "cuda":
-        return [torch.float32, torch.float16, torch.bfloat16]
-    return [torch.float32, torch.float16]
-
-
-def _tol(dtype):
-    return {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
-
-
-def _assert_matches(out, ref, dtype):
-    for o, r in zip(out, ref):
-        assert o.shape == r.shape and o.dtype == r.dtype
-        torch.testing.assert_close(o, r, rtol=_tol(dtype), atol=_tol(dtype))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -33,12 +18,12 @@ def test_rotary_embedding(shape, index_dtype, device):
     tokens, hq, hkv, d = shape
     cos, sin = rope_cos_sin(d, MAX_POSITIONS, 10000.0, None, device)
     positions = torch.randint(0, MAX_POSITIONS, (tokens,), device=device, dtype=index_dtype)
-    for dtype in _dtypes(device):
+    for dtype in float_dtypes(device):
         q = torch.randn(tokens, hq, d, device=device).to(dtype)
         k = torch.randn(tokens, hkv, d, device=device).to(dtype)
         q_before, k_before = q.clone(), k.clone()
         out = kernels.rotary_embedding(q, k, positions, cos, sin)
-        _assert_matches(out, reference.rotary_embedding(q, k, positions, cos, sin), dtype)
+        assert_matches(out, reference.rotary_embedding(q, k, positions, cos, sin), dtype)
         assert torch.equal(q, q_before) and torch.equal(k, k_before)
 
 
@@ -53,7 +38,7 @@ def test_views_of_a_fused_qkv_projection(device):
     cos, sin = rope_cos_sin(d, 128, 500000.0, llama3, device)
     positions = torch.tensor([0, 1, 2, 100, 127, 5], device=device)
     out = kernels.rotary_embedding(q, k, positions, cos, sin)
-    _assert_matches(out, reference.rotary_embedding(q, k, positions, cos, sin), torch.float32)
+    assert_matches(out, reference.rotary_embedding(q, k, positions, cos, sin), torch.float32)
 
 
 def test_position_zero_is_identity(device):
