@@ -41,7 +41,8 @@ def parse_args(argv=None):
                    help="engine kernels (default: triton on CUDA, torch references on CPU)")
     p.add_argument("--parts", nargs="*", default=list(PARTS), choices=PARTS, help="which parts to run (default: all)")
     p.add_argument("--profile", action="store_true", help="also write torch.profiler Chrome traces (part 5)")
-    p.add_argument("--seed", type=int, default=1234, help="seed of the held-out prompts")
+    p.add_argument("--seed", type=int, default=1234,
+                   help="seed of the held-out prompts (the bundled models trained on seed 0's sentences)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads for engine and baselines alike (default: 1 on CPU, where the "
                         "bundled models are small and extra threads only add barrier waits; torch's default on CUDA)")
@@ -59,6 +60,17 @@ def language_prompts(language, n, seed):
     return prompts, sentences
 
 
+def _answer_slots(mlm_paths):
+    """The answer length a CMLM checkpoint was trained with (config.cmlm_answer_slots), if any."""
+    for path in mlm_paths.values():
+        config = Path(path) / "config.json"
+        if config.exists():
+            slots = json.loads(config.read_text()).get("cmlm_answer_slots")
+            if slots:
+                return int(slots)
+    return None
+
+
 def build_run(args):
     mlm_paths = {label: path for label, path in (("cmlm", args.cmlm_model), ("mlm", args.mlm_model))
                  if path and path.lower() != "none"}
@@ -69,6 +81,9 @@ def build_run(args):
     sizes = suite.Sizes.quick() if args.quick else (suite.Sizes.gpu() if args.device.startswith("cuda") else suite.Sizes())
     run = suite.Run(ar_path=args.ar_model, mlm_paths=mlm_paths, device=args.device, dtype=args.dtype,
                     kernel_backend=args.kernel_backend, sizes=sizes, judge_path=args.judge)
+    slots = _answer_slots(mlm_paths)
+    if slots:
+        sizes.new_tokens = slots  # the CMLM was trained to fill exactly this many slots
     if use_language:
         from .language import ReferenceLanguage
 
