@@ -12,6 +12,7 @@ from numbers import Integral
 
 from engine.backend import get_ops
 from engine.config import EngineConfig
+from engine.detokenizer import IncrementalDetokenizer
 from engine.kv_cache import BlockManager, num_blocks_for_budget
 from engine.models.loader import load_model
 from engine.outputs import RequestOutput
@@ -60,6 +61,7 @@ class Engine:
         self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens)
         self.runner = ModelRunner(model, cfg, num_blocks, dtype, self.max_model_len)
         self.sampler = Sampler(self.ops, self.loaded.eos_token_ids)
+        self.detokenizer = IncrementalDetokenizer(self.tokenizer)
 
     # ---- adding requests -------------------------------------------------------------
 
@@ -181,13 +183,21 @@ class Engine:
         with ranged("sample"):
             tokens, logprobs = self.sampler(logits, sampling)
         now = time.perf_counter()
-        outputs = []
+        chars_before = [len(req.text) for req in sampling]
         for req, token, lp in zip(sampling, tokens, logprobs):
             self._append_token(req, token, lp, now)
-            outputs.append(self._output(req))
-        return outputs
+        self.detokenizer.update(sampling)
+        for req, token, num_chars in zip(sampling, tokens, chars_before):
+            reason = self._finish_reason(req, token, num_chars)
+            if reason is not None:
+                req.finish_reason = reason
+                req.metrics.finished_time = now
+                self.scheduler.finish(req)
+                self._live.pop(req.request_id, None)
+        return [self._output(req) for req in sampling]
 
-    def _append_token(self, req: Request, token: int, logprobs, now: float):
+    @staticmethod
+    def _append_token(req: Request, token: int, logprobs, now: float):
         req.output_token_ids.append(token)
         m = req.metrics
         m.generated_tokens += 1
@@ -195,14 +205,6 @@ class Engine:
             m.first_token_time = now
         if logprobs is not None:
             req.logprobs.append(logprobs)
-        num_chars = len(req.text)
-        self._detokenize(req)
-        reason = self._finish_reason(req, token, num_chars)
-        if reason is not None:
-            req.finish_reason = reason
-            m.finished_time = now
-            self.scheduler.finish(req)
-            self._live.pop(req.request_id, None)
 
     def _finish_reason(self, req: Request, token: int, num_chars_before: int) -> str | None:
         p = req.params
@@ -217,24 +219,6 @@ class Engine:
                     req.text = req.text[: min(hits)]
                     return "stop"
         return "length" if req.num_generated >= p.max_tokens else None
-
-    def _detokenize(self, req: Request):
-        """Extend req.text by the new token's characters, decoding a short window of ids.
-
-        The window starts at the last token already turned into text, so a token whose text
-        depends on its neighbour (a leading space, a multi-byte character) comes out right;
-        an incomplete UTF-8 character waits for the next token.
-        """
-        if self.tokenizer is None:
-            return
-        ids = req.output_token_ids
-        start, read = req.detok_prefix_offset, req.detok_read_offset
-        prefix = self.tokenizer.decode(ids[start:read], skip_special_tokens=True)
-        full = self.tokenizer.decode(ids[start:], skip_special_tokens=True)
-        if full.endswith("\ufffd"):
-            return
-        req.text += full[len(prefix):]
-        req.detok_prefix_offset, req.detok_read_offset = read, len(ids)
 
     @staticmethod
     def _output(req: Request) -> RequestOutput:

@@ -42,7 +42,7 @@ class Request:
         self.metrics = RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids))
         self.logprobs: list[dict[int, float]] | None = [] if params.logprobs is not None else None
         self.text = ""
-        self.detok_prefix_offset = 0  # incremental detokenization window, see engine.engine
+        self.detok_prefix_offset = 0  # incremental detokenization window, see engine.detokenizer
         self.detok_read_offset = 0
 
     def token_ids(self, start: int, end: int) -> list[int]:
