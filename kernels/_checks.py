@@ -84,7 +84,7 @@ def check_paged_kv(q, k_cache, v_cache, block_tables, context_lens, batch):
     check_gqa(q.shape[1], k_cache.shape[2])
     check_tensor("block_tables", block_tables, ndim=2, dtypes=(torch.int32,), device=dev)
     check_dim("block_tables", block_tables, 0, batch, "batch")
-    check_tensor("context_lens", context_lens, ndim=1, dtypes=(torch.int32,), device=dev)
+    check_tensor("context_lens", context_lens, ndim=1, dtypes=INDEX_DTYPES, device=dev)
     check_dim("context_lens", context_lens, 0, batch, "batch")
 
 

@@ -110,7 +110,7 @@ def _args(device):
     "name, bad, message",
     [
         ("block_tables", lambda a: a["block_tables"].long(), "block_tables"),
-        ("context_lens", lambda a: a["context_lens"].long(), "context_lens"),
+        ("context_lens", lambda a: a["context_lens"].float(), "context_lens"),
         ("k_cache", lambda a: a["k_cache"][..., :16], "k_cache"),
         ("q", lambda a: a["q"][:, :3], "q heads"),
         ("v_cache", lambda a: a["v_cache"].to("meta"), "v_cache"),
@@ -123,3 +123,10 @@ def test_decode_attention_rejects_bad_arguments(name, bad, message, device):
     args[name] = bad(args)
     with pytest.raises(ValueError, match=message):
         decode_attention(**args)
+
+
+def test_decode_attention_takes_int64_context_lens(device):
+    args = _args(device)
+    expected = reference.decode_attention(**args)
+    args["context_lens"] = args["context_lens"].long()
+    torch.testing.assert_close(decode_attention(**args), expected, rtol=1e-5, atol=1e-5)
