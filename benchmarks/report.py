@@ -151,8 +151,9 @@ def render(results, plots):
         lines += ["## 4. Quality against throughput", "", f"![pareto]({plots.get('pareto', '')})", ""]
     lines += ["## 5. Profiling", ""]
     if results.get("profile"):
-        lines.append("Chrome/Perfetto traces with the engine's named ranges (schedule, prepare inputs, forward, "
-                     "sample, refine): " + ", ".join(f"`{p}`" for p in results["profile"].values()) + ".")
+        lines.append("Chrome/Perfetto traces with the engine's named ranges (AR: schedule, prepare_inputs, forward, "
+                     "sample; mask-predict: schedule, forward, predict, remask): "
+                     + ", ".join(f"`{p}`" for p in results["profile"].values()) + ".")
     else:
         lines.append("Run with `--profile` to write torch.profiler traces of an AR and a mask-predict batch.")
     return "\n".join(lines) + "\n"

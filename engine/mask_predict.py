@@ -51,6 +51,7 @@ from engine.mask_schedule import (
 )
 from engine.outputs import RequestMetrics, RequestOutput
 from engine.params import MaskPredictParams
+from engine.profiling import ranged
 
 
 class SequenceRefinement:
@@ -261,7 +262,8 @@ class MaskPredictExecutor:
 
     def step(self) -> list[RequestOutput]:
         """Run one encoder pass over the admitted requests; an output for each of them."""
-        self._admit()
+        with ranged("schedule"):
+            self._admit()
         if not self.running:
             return []
         live = [(r, s) for r in self.running for s in r.sequences if not s.finished]
@@ -288,17 +290,20 @@ class MaskPredictExecutor:
         tokens = confidence = logits = []
         if packed:
             with torch.no_grad():
-                logits = self._head_logits(self._encode(ids, positions, bounds), rows)
-                tokens, confidence = (t.tolist() for t in self._predict(logits, packed, plans))
+                with ranged("forward"):
+                    logits = self._head_logits(self._encode(ids, positions, bounds), rows)
+                with ranged("predict"):
+                    tokens, confidence = (t.tolist() for t in self._predict(logits, packed, plans))
 
         now = time.perf_counter()
-        for request, seq in live:
-            offset, predict, predict_rows = plans.get(id(seq), (0, [], []))
-            seq.apply(predict, [tokens[i] for i in predict_rows], [confidence[i] for i in predict_rows])
-            if seq.finished and len(request.sequences) > 1:
-                seq.score = self._mean_log_prob(logits[offset : offset + seq.length], seq.tokens)
-            if request.params.return_pass_texts:
-                request.pass_texts[request.sequences.index(seq)].append(self._render(seq.tokens))
+        with ranged("remask"):
+            for request, seq in live:
+                offset, predict, predict_rows = plans.get(id(seq), (0, [], []))
+                seq.apply(predict, [tokens[i] for i in predict_rows], [confidence[i] for i in predict_rows])
+                if seq.finished and len(request.sequences) > 1:
+                    seq.score = self._mean_log_prob(logits[offset : offset + seq.length], seq.tokens)
+                if request.params.return_pass_texts:
+                    request.pass_texts[request.sequences.index(seq)].append(self._render(seq.tokens))
         outputs = []
         for request in list(self.running):
             if request.metrics.first_token_time is None:

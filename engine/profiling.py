@@ -1,6 +1,7 @@
 """Named ranges for profilers, and a Chrome-trace capture of a block of engine work.
 
-`ranged(name)` marks a phase of a step (schedule, prepare inputs, forward, sample). It costs
+`ranged(name)` marks a phase of a step (AR: schedule, prepare_inputs, forward, sample; mask-predict:
+schedule, forward, predict, remask). It costs
 one function call when nothing is profiling; under torch.profiler it records a
 `record_function` range, and on CUDA with NVTX enabled (`enable_nvtx()` or
 DUODECODE_NVTX=1, for Nsight Systems) it also pushes an NVTX range.

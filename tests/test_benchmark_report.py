@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,9 @@ import pytest
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--profile", "--out", str(out)],
-                   check=True, timeout=900)
+    judge = Path(__file__).resolve().parents[1] / "benchmarks" / "assets" / "ar-gpt2"
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--profile", "--judge", str(judge),
+                    "--out", str(out)], check=True, timeout=900)
     return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
 
 
@@ -30,8 +32,11 @@ def test_report_has_all_five_parts_and_plots(report):
     for name in ("quality", "throughput", "roofline", "pareto"):
         assert (out / f"{name}.png").stat().st_size > 1000
         assert f"({name}.png)" in text
-    for trace in results["profile"].values():
-        assert json.loads((out / trace).read_text())["traceEvents"]
+    phases = {"ar": {"schedule", "prepare_inputs", "forward", "sample"},
+              "mp": {"schedule", "forward", "predict", "remask"}}
+    for mode, trace in results["profile"].items():
+        names = {e.get("name") for e in json.loads((out / trace).read_text())["traceEvents"]}
+        assert phases[mode] <= names
 
 
 def test_quality_rows_are_consistent(report):
@@ -40,6 +45,7 @@ def test_quality_rows_are_consistent(report):
     assert {r["mode"] for r in rows} == {"ar", "mp"}
     for r in rows:
         assert 0 <= r["validity"] <= 1 and 0 <= r["repeat_rate"] <= 1
+        assert _finite(r["judge_perplexity"]) and r["judge_perplexity"] >= 1
         assert r["generated_tokens"] > 0 and _finite(r["seconds"]) and r["seconds"] > 0
         assert r["tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["seconds"])
         if r["mode"] == "mp":
