@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import kernels
+from benchmarks.gpu_checks.prefill_attention import cu_seqlens, packed_inputs
 from kernels import reference
 
 ON_CUDA = torch.cuda.is_available()
@@ -20,20 +21,8 @@ TOL = {
 }
 
 
-def _cu_seqlens(lens, device):
-    return torch.tensor([0] + list(lens), device=device).cumsum(0).to(torch.int32)
-
-
-def _packed(lens, num_q_heads, num_kv_heads, head_dim, dtype, device):
-    total = sum(lens)
-    q = torch.randn(total, num_q_heads, head_dim, dtype=dtype, device=device)
-    k = torch.randn(total, num_kv_heads, head_dim, dtype=dtype, device=device)
-    v = torch.randn(total, num_kv_heads, head_dim, dtype=dtype, device=device)
-    return q, k, v, _cu_seqlens(lens, device)
-
-
 def _check_prefill(lens, num_q_heads, num_kv_heads, head_dim, causal, dtype, device):
-    q, k, v, cu = _packed(lens, num_q_heads, num_kv_heads, head_dim, dtype, device)
+    q, k, v, cu = packed_inputs(lens, num_q_heads, num_kv_heads, head_dim, dtype, device)
     scale = head_dim**-0.5
     out = kernels.prefill_attention(q, k, v, cu, scale, causal)
     ref = reference.prefill_attention(q, k, v, cu, scale, causal)
@@ -75,7 +64,7 @@ def test_half_precision_on_gpu(head_dim, causal, dtype, device):
 @pytest.mark.parametrize("causal", [True, False])
 def test_no_leakage_across_sequences(causal, device):
     lens = [9, 40, 1, 23]
-    q, k, v, cu = _packed(lens, 2, 1, 64, torch.float32, device)
+    q, k, v, cu = packed_inputs(lens, 2, 1, 64, torch.float32, device)
     before = kernels.prefill_attention(q, k, v, cu, 0.125, causal)
     rows = slice(9, 49)  # the second sequence
     k[rows] += torch.randn_like(k[rows])
@@ -93,14 +82,14 @@ def test_strided_views_of_a_fused_qkv(device):
     qkv = torch.randn(sum(lens), (hq + 2 * hkv) * d, device=device)
     q, k, v = qkv.split([hq * d, hkv * d, hkv * d], dim=1)
     q, k, v = q.view(-1, hq, d), k.view(-1, hkv, d), v.view(-1, hkv, d)
-    cu = _cu_seqlens(lens, device)
+    cu = cu_seqlens(lens, device)
     out = kernels.prefill_attention(q, k, v, cu, 0.125, True)
     torch.testing.assert_close(out, reference.prefill_attention(q, k, v, cu, 0.125, True),
                                **TOL[torch.float32])
 
 
 def test_head_dim_not_unit_stride(device):
-    q, k, v, cu = _packed([9, 20], 2, 1, 64, torch.float32, device)
+    q, k, v, cu = packed_inputs([9, 20], 2, 1, 64, torch.float32, device)
     q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
     out = kernels.prefill_attention(q, k, v, cu, 0.125, False)
     torch.testing.assert_close(out, reference.prefill_attention(q, k, v, cu, 0.125, False),
@@ -108,7 +97,7 @@ def test_head_dim_not_unit_stride(device):
 
 
 def test_empty_batch(device):
-    q, k, v, cu = _packed([0], 2, 2, 64, torch.float32, device)
+    q, k, v, cu = packed_inputs([0], 2, 2, 64, torch.float32, device)
     assert kernels.prefill_attention(q, k, v, cu, 0.125, False).shape == (0, 2, 64)
 
 
@@ -131,7 +120,7 @@ def _paged_case(prefix_lens, new_lens, block_size, num_q_heads, num_kv_heads, he
         taken += n
     q = torch.randn(sum(new_lens), num_q_heads, head_dim, dtype=dtype, device=device)
     context_lens = torch.tensor(context, dtype=torch.int32, device=device)
-    return q, k_cache, v_cache, block_tables, _cu_seqlens(new_lens, device), context_lens
+    return q, k_cache, v_cache, block_tables, cu_seqlens(new_lens, device), context_lens
 
 
 @pytest.mark.parametrize("block_size", [16, 32])
@@ -176,7 +165,7 @@ def test_paged_prefill_half_precision_on_gpu(block_size, dtype, device):
 
 
 def _bad_prefill_calls(device):
-    q, k, v, cu = _packed([3, 4], 4, 2, 64, torch.float32, device)
+    q, k, v, cu = packed_inputs([3, 4], 4, 2, 64, torch.float32, device)
     yield "q", (q[0], k, v, cu, 0.1, True)
     yield "k", (q, k[:, :, :32], v, cu, 0.1, True)
     yield "v", (q, k, v.half(), cu, 0.1, True)
