@@ -12,6 +12,15 @@ def _save(fig, path):
     return path.name
 
 
+def _tokens_per_s_vs_batch(ax, title):
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("generated tokens / s")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
 def quality_vs_passes(results, path):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     rows = results["quality"]
@@ -49,12 +58,7 @@ def throughput_vs_batch(results, path):
         if all(p[2] for p in pts):
             ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="x", linestyle="--", color=color,
                     label=f"{label} HF")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("generated tokens / s")
-    ax.set_title("Throughput against batch size")
-    ax.legend(fontsize=7)
+    _tokens_per_s_vs_batch(ax, "Throughput against batch size")
     return _save(fig, path)
 
 
@@ -70,12 +74,7 @@ def roofline_plot(results, path):
         color = "C0" if r["mode"] == "ar" else f"C{roof['iterations'].index(r['iterations']) + 1}" \
             if r["iterations"] in roof["iterations"] else "gray"
         ax.scatter([r["batch"]], [r["tokens_per_s"]], color=color, marker="o", s=18)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("generated tokens / s")
-    ax.set_title("Roofline bound (lines) and measured engine (dots)")
-    ax.legend(fontsize=7)
+    _tokens_per_s_vs_batch(ax, "Roofline bound (lines) and measured engine (dots)")
     return _save(fig, path)
 
 
