@@ -29,12 +29,13 @@ class Sizes:
     throughput_prompt_words: int = 8
     new_tokens: int = 32
     latency_requests: int = 64
-    reps: int = 3
+    reps: int = 5
+    quick: bool = False  # also shrinks the ceiling measurements
 
     @classmethod
     def quick(cls):
         return cls(quality_prompts=16, iterations=(1, 4, None), remask_modes=("low_confidence",),
-                   batch_sizes=(1, 4), throughput_iterations=(2, None), latency_requests=8, reps=1)
+                   batch_sizes=(1, 4), throughput_iterations=(2, None), latency_requests=8, reps=1, quick=True)
 
     @classmethod
     def gpu(cls):
@@ -184,7 +185,7 @@ def _latency(run, rows, cmlm_path):
 
 def roofline_part(run):
     dtype = run.torch_dtype
-    ceil = measure_ceilings(run.device, dtype, quick=run.sizes.reps == 1)
+    ceil = measure_ceilings(run.device, dtype, quick=run.sizes.quick)
     bandwidth = max(ceil["copy_gbps"], ceil["read_gbps"]) * 1e9
     ceilings = roofline.Ceilings(bandwidth=bandwidth, flops=ceil["matmul_tflops"] * 1e12)
     bpp = torch.tensor([], dtype=dtype).element_size()

@@ -10,49 +10,51 @@ import time
 from engine import MaskPredictParams, SamplingParams
 
 from . import hf_baselines
-from .timing import median_seconds
+from .timing import median_seconds, paired_median_seconds
 
 
 def _generated(outputs):
     return sum(len(o.token_ids) for o in outputs)
 
 
+def _point(engine_fn, hf_fn, device, reps):
+    """Engine and baseline timed alternately; returns their outputs and median seconds."""
+    outputs, hf_outputs = [], []
+    if hf_fn is None:
+        seconds = median_seconds(lambda: outputs.append(engine_fn()), device, warmup=1, reps=reps)
+        return outputs[-1], seconds, None, None
+    seconds, hf_seconds = paired_median_seconds(
+        lambda: outputs.append(engine_fn()), lambda: hf_outputs.append(hf_fn()), device, warmup=1, reps=reps)
+    return outputs[-1], seconds, hf_outputs[-1], hf_seconds
+
+
+def _row(row, outputs, seconds, hf_tokens, hf_seconds):
+    tokens = _generated(outputs)
+    row.update(seconds=seconds, generated_tokens=tokens, tokens_per_s=tokens / seconds)
+    if hf_seconds is not None:
+        row.update(hf_seconds=hf_seconds, hf_generated_tokens=hf_tokens, hf_tokens_per_s=hf_tokens / hf_seconds,
+                   speedup=(tokens / seconds) / (hf_tokens / hf_seconds))
+    return row
+
+
 def ar_point(llm, hf_model, prompt_ids, new_tokens, device, reps):
     """One batch size: engine and HF generate() tokens/s for the same greedy work."""
     params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
-    outputs = []
-    seconds = median_seconds(lambda: outputs.append(llm.generate(prompt_ids, params)), device, warmup=1, reps=reps)
-    tokens = _generated(outputs[-1])
-    row = {"mode": "ar", "batch": len(prompt_ids), "new_tokens": new_tokens, "seconds": seconds,
-           "generated_tokens": tokens, "tokens_per_s": tokens / seconds}
-    if hf_model is not None:
-        hf_out = []
-        hf_s = median_seconds(lambda: hf_out.append(hf_baselines.hf_generate(hf_model, prompt_ids, new_tokens)),
-                              device, warmup=1, reps=reps)
-        hf_tokens = hf_out[-1].numel()
-        row.update(hf_seconds=hf_s, hf_generated_tokens=hf_tokens, hf_tokens_per_s=hf_tokens / hf_s,
-                   speedup=(tokens / seconds) / (hf_tokens / hf_s))
-    return row
+    hf_fn = None if hf_model is None else lambda: hf_baselines.hf_generate(hf_model, prompt_ids, new_tokens)
+    outputs, seconds, hf_out, hf_seconds = _point(lambda: llm.generate(prompt_ids, params), hf_fn, device, reps)
+    row = {"mode": "ar", "batch": len(prompt_ids), "new_tokens": new_tokens}
+    return _row(row, outputs, seconds, None if hf_out is None else hf_out.numel(), hf_seconds)
 
 
 def mp_point(llm, hf_model, tokenizer, prompt_ids, length, iterations, device, reps):
     """One (batch size, T): engine and the HF masked-LM loop tokens/s for the same passes."""
     params = MaskPredictParams(length=length, iterations=iterations)
-    outputs = []
-    seconds = median_seconds(lambda: outputs.append(llm.generate(prompt_ids, params)), device, warmup=1, reps=reps)
-    tokens = _generated(outputs[-1])
-    nfe = statistics.mean(o.metrics.nfe for o in outputs[-1])
-    row = {"mode": "mp", "batch": len(prompt_ids), "length": length, "iterations": iterations, "nfe": nfe,
-           "seconds": seconds, "generated_tokens": tokens, "tokens_per_s": tokens / seconds}
-    if hf_model is not None:
-        hf_out = []
-        hf_s = median_seconds(
-            lambda: hf_out.append(hf_baselines.hf_mask_predict(hf_model, tokenizer, prompt_ids, length, iterations)),
-            device, warmup=1, reps=reps)
-        hf_tokens = hf_out[-1].numel()
-        row.update(hf_seconds=hf_s, hf_generated_tokens=hf_tokens, hf_tokens_per_s=hf_tokens / hf_s,
-                   speedup=(tokens / seconds) / (hf_tokens / hf_s))
-    return row
+    hf_fn = None if hf_model is None else (
+        lambda: hf_baselines.hf_mask_predict(hf_model, tokenizer, prompt_ids, length, iterations))
+    outputs, seconds, hf_out, hf_seconds = _point(lambda: llm.generate(prompt_ids, params), hf_fn, device, reps)
+    row = {"mode": "mp", "batch": len(prompt_ids), "length": length, "iterations": iterations,
+           "nfe": statistics.mean(o.metrics.nfe for o in outputs)}
+    return _row(row, outputs, seconds, None if hf_out is None else hf_out.numel(), hf_seconds)
 
 
 def percentiles(values, qs=(50, 90, 99)):

@@ -32,3 +32,19 @@ def median_seconds(fn, device="cpu", warmup=2, reps=10, max_seconds=None):
         if max_seconds is not None and len(times) >= 3 and time.perf_counter() - start > max_seconds:
             break
     return statistics.median(times)
+
+
+def paired_median_seconds(fn_a, fn_b, device="cpu", warmup=1, reps=5):
+    """Medians of fn_a and fn_b timed alternately (a, b, a, b, ...).
+
+    On a shared machine a slow spell then hits both sides of a comparison alike, so their
+    ratio is steadier than that of two separate measurements.
+    """
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    a_times, b_times = [], []
+    for _ in range(reps):
+        a_times.append(median_seconds(fn_a, device, warmup=0, reps=1))
+        b_times.append(median_seconds(fn_b, device, warmup=0, reps=1))
+    return statistics.median(a_times), statistics.median(b_times)
