@@ -10,7 +10,7 @@ setup(
     packages=find_packages(include=["engine", "engine.*", "kernels", "kernels.*", "benchmarks", "benchmarks.*"]),
     package_data={"benchmarks": ["assets/**/*"]},
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.5",  # scaled_dot_product_attention(enable_gqa=...)
         "triton>=3.2",
         "transformers>=4.45",
         "safetensors",

@@ -33,15 +33,13 @@ def _attend(q, k, v, scale, mask, key_valid):
     (padding rows may hold anything, NaN included, and contribute nothing). A query that
     may see no key gets 0.
     """
-    batch, lq, hq, dim = q.shape
-    hkv = k.shape[2]
-    q = q.float().reshape(batch, lq, hkv, hq // hkv, dim)
-    v = torch.where(key_valid[:, :, None, None], v.float(), 0.0)
-    scores = torch.einsum("bqhgd,bkhd->bhgqk", q, k.float()) * scale
-    scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    probs = torch.where(mask.any(-1)[:, None, None, :, None], probs, 0.0)
-    return torch.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(batch, lq, hq, dim)
+    real = key_valid[:, :, None, None]
+    k, v = (torch.where(real, x.float(), 0.0).transpose(1, 2) for x in (k, v))
+    out = F.scaled_dot_product_attention(
+        q.float().transpose(1, 2), k, v, attn_mask=mask[:, None], scale=scale,
+        enable_gqa=q.shape[2] != k.shape[1],
+    ).transpose(1, 2)
+    return torch.where(mask.any(-1)[:, :, None, None], out, 0.0)
 
 
 def _paged_rows(cache, block_tables, length):
