@@ -120,7 +120,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, h, cu_seqlens):
         ops = self.ops
-        q, k, v = (t.contiguous() for t in self.qkv(h).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1))
+        # strided views of the fused projection: both backends take any row stride
+        q, k, v = self.qkv(h).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
         attn = ops.prefill_attention(q, k, v, cu_seqlens, self.scale, False).flatten(1)
         a, _ = ops.layer_norm(self.attn_out(attn), self.attn_norm.weight, self.attn_norm.bias, self.eps, h)
         x = _apply(ops, self.activation, self.ffn_in(a))
