@@ -83,11 +83,11 @@ def pareto(results, path):
     key = "validity" if "validity" in rows[0] else "distinct_2"
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for mode, marker, color in (("ar", "s", "C0"), ("mp", "o", "C1")):
-        pts = [(r["tokens_per_s"], r[key], r["config"]) for r in rows if r["mode"] == mode]
+        pts = [(r["words_per_s"], r[key], r["config"]) for r in rows if r["mode"] == mode]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color,
                    label="autoregressive" if mode == "ar" else "mask-predict")
     ax.set_xscale("log")
-    ax.set_xlabel(f"generated tokens / s (batch {rows[0]['prompts']})")
+    ax.set_xlabel(f"words of text / s (batch {rows[0]['prompts']}; padding slots not counted)")
     ax.set_ylabel(key.replace("_", " "))
     ax.set_title("Quality against throughput")
     ax.legend(fontsize=8)

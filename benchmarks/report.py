@@ -35,8 +35,13 @@ def quality_conclusions(rows):
         runs = sorted((r for r in mp if r["config"].startswith(label + " ") and r["remask"] == "low_confidence"
                        and r.get("threshold") is None and r.get("block_size") is None), key=lambda r: r["iterations"])
         if len(runs) >= 2:
-            out.append(f"On {label}, validity rises from {runs[0][key]:.0%} at T={runs[0]['iterations']} to "
-                       f"{runs[-1][key]:.0%} at T={runs[-1]['iterations']} passes (low-confidence re-masking).")
+            first, last = runs[0], runs[-1]
+            trend = ("rises" if last[key] > first[key] else "falls" if last[key] < first[key] else "stays")
+            out.append(f"On {label}, validity {trend} from {first[key]:.0%} at T={first['iterations']} to "
+                       f"{last[key]:.0%} at T={last['iterations']} passes (low-confidence re-masking)."
+                       if trend != "stays" else
+                       f"On {label}, validity stays at {first[key]:.0%} from T={first['iterations']} to "
+                       f"T={last['iterations']} passes (low-confidence re-masking).")
         enough = [r for r in runs if greedy and r[key] >= 0.9 * greedy[key]]
         if greedy and runs:
             out.append(f"On {label}, " + (f"T={enough[0]['iterations']} passes are needed to reach 90% of AR's validity."
@@ -115,7 +120,7 @@ def render(results, plots):
         cols = [("mode", "mode"), ("config", "config"), ("validity", "validity"),
                 ("mean log p (valid)", "mean_log_prob_valid"), ("distinct-1", "distinct_1"),
                 ("distinct-2", "distinct_2"), ("repeat rate", "repeat_rate"), ("mean NFE / tokens", "mean_nfe"),
-                ("tokens/s", "tokens_per_s")]
+                ("tokens/s", "tokens_per_s"), ("words/s", "words_per_s")]
         if any("judge_perplexity" in r for r in results["quality"]):
             cols.append(("judge ppl", "judge_perplexity"))
         lines += ["## 1. Quality against passes", "", f"![quality]({plots.get('quality', '')})", "",

@@ -105,8 +105,10 @@ def quality_part(run):
         seconds = time.perf_counter() - start
         texts = [o.text.strip() for o in outs]
         tokens = sum(len(o.token_ids) for o in outs)
+        words = sum(len(t.split()) for t in texts)  # mask-predict's eos padding slots are not words
         row = {"mode": mode, "model": path, "config": name, "prompts": len(prompts), "seconds": seconds,
-               "generated_tokens": tokens, "tokens_per_s": tokens / seconds,
+               "generated_tokens": tokens, "tokens_per_s": tokens / seconds, "words": words,
+               "words_per_s": words / seconds,
                "mean_nfe": statistics.mean(o.metrics.nfe for o in outs) if mode == "mp" else
                statistics.mean(o.metrics.generated_tokens for o in outs)}
         if mode == "mp":

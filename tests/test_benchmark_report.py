@@ -48,6 +48,7 @@ def test_quality_rows_are_consistent(report):
         assert _finite(r["judge_perplexity"]) and r["judge_perplexity"] >= 1
         assert r["generated_tokens"] > 0 and _finite(r["seconds"]) and r["seconds"] > 0
         assert r["tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["seconds"])
+        assert r["words_per_s"] == pytest.approx(r["words"] / r["seconds"])
         if r["mode"] == "mp":
             # every prompt gets `length` slots; passes never exceed the iterations asked
             assert r["generated_tokens"] == r["prompts"] * results["meta"]["sizes"]["new_tokens"]
