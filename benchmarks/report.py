@@ -46,6 +46,12 @@ def quality_conclusions(rows):
         if greedy and runs:
             out.append(f"On {label}, " + (f"T={enough[0]['iterations']} passes are needed to reach 90% of AR's validity."
                                           if enough else "no T reaches 90% of AR's validity."))
+    useful = [r for r in mp if r[key] > 0]
+    if greedy and useful:
+        fastest = max(useful, key=lambda r: r["words_per_s"])
+        out.append(f"At batch {greedy['prompts']}, AR greedy writes {greedy['words_per_s']:.0f} words of text/s; the fastest "
+                   f"mask-predict setting with any valid output ({fastest['config']}) writes {fastest['words_per_s']:.0f} "
+                   f"at {fastest[key]:.0%} validity, and the most valid ({best['config']}) {best['words_per_s']:.0f}.")
     thr = [r for r in mp if r.get("threshold") is not None]
     for r in thr:
         out.append(f"{r['config']} ({r['model'].rstrip('/').split('/')[-1]}) runs {r['mean_nfe']:.1f} passes on average for "
