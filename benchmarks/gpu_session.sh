@@ -7,11 +7,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu-$(date +%F)}
+PY=${PYTHON:-python3}  # the device image has python3 (torch, triton, transformers, numba, pytest...)
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
-python -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)" > "$OUT/versions.txt" 2>&1
-timeout 150 python -m benchmarks.gpu_check --out "$OUT" > "$OUT/gpu_check.log" 2>&1; echo "gpu_check rc=$?" >> "$OUT/status.txt"
-timeout 120 python -m pytest tests/kernels tests/test_causal_models.py -q -x -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; echo "pytest rc=$?" >> "$OUT/status.txt"
-timeout 150 python -m benchmarks --out "$OUT/report" > "$OUT/report.log" 2>&1; echo "report rc=$?" >> "$OUT/status.txt"
+$PY -c "import torch, triton, transformers; print(torch.__version__, triton.__version__, transformers.__version__)" > "$OUT/versions.txt" 2>&1
+timeout 150 $PY -m benchmarks.gpu_check --out "$OUT" > "$OUT/gpu_check.log" 2>&1; echo "gpu_check rc=$?" >> "$OUT/status.txt"
+timeout 120 $PY -m pytest tests/kernels tests/test_causal_models.py -q -x -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1; echo "pytest rc=$?" >> "$OUT/status.txt"
+timeout 150 $PY -m benchmarks --out "$OUT/report" > "$OUT/report.log" 2>&1; echo "report rc=$?" >> "$OUT/status.txt"
 cat "$OUT/status.txt"
