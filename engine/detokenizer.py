@@ -11,18 +11,20 @@ applies) keeps per-token Python overhead off the decode loop.
 """
 
 
+def batch_decode(tokenizer, sequences, skip_special_tokens=True):
+    """HF `batch_decode` in one call of a fast tokenizer's Rust backend, same clean-up."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow (pure Python) tokenizer
+        return tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
+    texts = backend.decode_batch(sequences, skip_special_tokens=skip_special_tokens)
+    if tokenizer.clean_up_tokenization_spaces:
+        texts = [tokenizer.clean_up_tokenization(t) for t in texts]
+    return texts
+
+
 class IncrementalDetokenizer:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        self._backend = getattr(tokenizer, "backend_tokenizer", None)
-
-    def _decode(self, sequences):
-        if self._backend is None:  # a slow (pure Python) tokenizer
-            return self.tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        texts = self._backend.decode_batch(sequences, skip_special_tokens=True)
-        if self.tokenizer.clean_up_tokenization_spaces:
-            texts = [self.tokenizer.clean_up_tokenization(t) for t in texts]
-        return texts
 
     def update(self, requests) -> None:
         """Extend each request's `text` by the characters of its newly generated tokens."""
@@ -33,7 +35,8 @@ class IncrementalDetokenizer:
             ids = req.output_token_ids
             prefixes.append(ids[req.detok_prefix_offset : req.detok_read_offset])
             fulls.append(ids[req.detok_prefix_offset :])
-        for req, prefix, full in zip(requests, self._decode(prefixes), self._decode(fulls)):
+        decoded = batch_decode(self.tokenizer, prefixes + fulls)
+        for req, prefix, full in zip(requests, decoded[: len(requests)], decoded[len(requests):]):
             if full.endswith("\ufffd"):
                 continue
             new_text = full[len(prefix):]

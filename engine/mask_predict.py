@@ -45,6 +45,7 @@ from numbers import Integral
 
 import torch
 
+from engine.detokenizer import batch_decode
 from engine.mask_schedule import (
     SAMPLE_STREAM, masked_after, mix_seed, most_confident, lowest_confidence, num_blocks,
     random_slots, split_blocks,
@@ -303,15 +304,17 @@ class MaskPredictExecutor:
                 if seq.finished and len(request.sequences) > 1:
                     seq.score = self._mean_log_prob(logits[offset : offset + seq.length], seq.tokens)
                 if request.params.return_pass_texts:
-                    request.pass_texts[request.sequences.index(seq)].append(self._render(seq.tokens))
+                    request.pass_texts[request.sequences.index(seq)] += self._render([seq.tokens])
+        with ranged("detokenize"):
+            texts = self._render([r.sequences[r.shown()].tokens for r in self.running])
         outputs = []
-        for request in list(self.running):
+        for request, text in zip(list(self.running), texts):
             if request.metrics.first_token_time is None:
                 request.metrics.first_token_time = now
             if request.finished:
                 request.metrics.finished_time = now
                 self.running.remove(request)
-            outputs.append(self._output(request))
+            outputs.append(self._output(request, text))
         return outputs
 
     def _encode(self, ids, positions, bounds):
@@ -362,13 +365,13 @@ class MaskPredictExecutor:
         picked = log_probs.gather(1, torch.tensor(tokens, device=logits.device)[:, None])
         return picked.mean().item()
 
-    def _render(self, tokens):
-        """The text of target slots: up to the first end-of-sequence token; masks shown."""
-        if self.eos_id is not None and self.eos_id in tokens:
-            tokens = tokens[: tokens.index(self.eos_id)]
-        return self.tokenizer.decode(tokens, skip_special_tokens=False)
+    def _render(self, sequences):
+        """The texts of target slots, in one batched decode: each up to its first
+        end-of-sequence token, masks shown."""
+        cut = [seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq for seq in sequences]
+        return batch_decode(self.tokenizer, cut, skip_special_tokens=False)
 
-    def _output(self, request) -> RequestOutput:
+    def _output(self, request, text) -> RequestOutput:
         index = request.shown()
         seq = request.sequences[index]
         metrics = replace(
@@ -383,7 +386,7 @@ class MaskPredictExecutor:
             prompt=request.prompt,
             prompt_token_ids=list(request.prompt_token_ids),
             token_ids=list(seq.tokens),
-            text=self._render(seq.tokens),
+            text=text,
             finished=request.finished,
             finish_reason="length" if request.finished else None,
             metrics=metrics,
