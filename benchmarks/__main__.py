@@ -25,11 +25,13 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI sizes: few prompts, T in {1, 4, N}, batches 1 and 4")
     p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<date>-<machine>)")
-    p.add_argument("--ar-model", default=str(ASSETS / "ar-gpt2"), help="causal LM checkpoint folder (HF format)")
-    p.add_argument("--cmlm-model", default=str(ASSETS / "cmlm-bert"),
-                   help="CMLM-trained masked LM folder; 'none' to skip")
-    p.add_argument("--mlm-model", default=str(ASSETS / "mlm-bert"),
-                   help="masked LM folder trained with BERT's 15%% masking; 'none' to skip")
+    p.add_argument("--ar-model", default=str(ASSETS / "ar-gpt2"),
+                   help="causal LM checkpoint folder (HF format; default: the bundled GPT-2)")
+    p.add_argument("--cmlm-model", default=None,
+                   help="CMLM-trained masked LM folder. With neither masked-LM flag, the bundled CMLM and MLM "
+                        "are both used; with one, only the one given")
+    p.add_argument("--mlm-model", default=None,
+                   help="masked LM folder (e.g. a BERT trained with 15%% masking); see --cmlm-model")
     p.add_argument("--judge", default=None, help="causal LM folder whose perplexity scores every output (optional)")
     p.add_argument("--prompts", type=Path, default=None,
                    help="text file, one prompt per line (default: held-out prompts of the reference language)")
@@ -72,10 +74,8 @@ def _answer_slots(mlm_paths):
 
 
 def build_run(args):
-    mlm_paths = {label: path for label, path in (("cmlm", args.cmlm_model), ("mlm", args.mlm_model))
-                 if path and path.lower() != "none"}
-    if not mlm_paths:
-        raise SystemExit("need at least one masked LM (--cmlm-model or --mlm-model)")
+    given = {label: path for label, path in (("cmlm", args.cmlm_model), ("mlm", args.mlm_model)) if path}
+    mlm_paths = given or {"cmlm": str(ASSETS / "cmlm-bert"), "mlm": str(ASSETS / "mlm-bert")}
     bundled = args.ar_model == str(ASSETS / "ar-gpt2") and all(str(ASSETS) in p for p in mlm_paths.values())
     use_language = bundled if args.reference_language is None else args.reference_language
     sizes = suite.Sizes.quick() if args.quick else (suite.Sizes.gpu() if args.device.startswith("cuda") else suite.Sizes())
@@ -90,11 +90,14 @@ def build_run(args):
         run.language = ReferenceLanguage()
     if args.prompts:
         lines = [ln.strip() for ln in args.prompts.read_text().splitlines() if ln.strip()]
+        if not lines:
+            raise SystemExit(f"--prompts {args.prompts} holds no prompt")
         run.prompts, run.long_prompts = lines[: sizes.quality_prompts], lines
-    elif run.language is not None:
-        run.prompts, run.long_prompts = language_prompts(run.language, sizes.quality_prompts, args.seed)
-    else:
-        raise SystemExit("real checkpoints need --prompts FILE (or --reference-language)")
+    else:  # the reference language's sentences are English-like text for any tokenizer
+        from .language import ReferenceLanguage
+
+        run.prompts, run.long_prompts = language_prompts(run.language or ReferenceLanguage(), sizes.quality_prompts,
+                                                         args.seed)
     return run
 
 
