@@ -17,7 +17,9 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e ".[test,bench]"
 	touch $@
 
+# pyflakes-level lint first (unused imports, undefined names), then the suite
 test: setup
+	$(PY) -m ruff check --quiet --select F engine kernels benchmarks tests
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 bench: setup

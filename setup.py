@@ -21,7 +21,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "pytest-xdist"],
+        "test": ["pytest", "pytest-benchmark", "ruff"],
         "bench": ["pytest-benchmark"],
     },
 )

@@ -8,7 +8,6 @@
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
-from .timing import median_seconds
 
 
 def load_hf(path, kind, device, dtype):
@@ -67,7 +66,3 @@ def hf_mask_predict(model, tokenizer, prompt_ids, length, iterations):
             remask = torch.argsort(confidence, dim=-1, stable=True)[:, :n]
             slots = slots.scatter(1, remask, mask_id)
     return slots
-
-
-def time_call(fn, device, reps=3):
-    return median_seconds(fn, device, warmup=1, reps=reps)

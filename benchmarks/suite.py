@@ -30,12 +30,12 @@ class Sizes:
     new_tokens: int = 32
     latency_requests: int = 64
     reps: int = 5
-    quick: bool = False  # also shrinks the ceiling measurements
+    small_ceilings: bool = False  # measure the ceilings on small tensors too
 
     @classmethod
     def quick(cls):
         return cls(quality_prompts=16, iterations=(1, 4, None), remask_modes=("low_confidence",),
-                   batch_sizes=(1, 4), throughput_iterations=(2, None), latency_requests=8, reps=1, quick=True)
+                   batch_sizes=(1, 4), throughput_iterations=(2, None), latency_requests=8, reps=1, small_ceilings=True)
 
     @classmethod
     def gpu(cls):
@@ -148,7 +148,7 @@ def _token_prompts(run, path, batch):
 def throughput_part(run):
     sizes, rows = run.sizes, []
     hf_ar = hf_baselines.load_hf(run.ar_path, "causal", run.device, run.torch_dtype)
-    cmlm_label, cmlm_path = next(iter(run.mlm_paths.items()))
+    cmlm_path = next(iter(run.mlm_paths.values()))
     hf_mlm = hf_baselines.load_hf(cmlm_path, "masked", run.device, run.torch_dtype)
     mlm_tok = run.llm(cmlm_path).tokenizer
     points = [("ar", b, None) for b in sizes.batch_sizes]
@@ -187,7 +187,7 @@ def _latency(run, rows, cmlm_path):
 
 def roofline_part(run):
     dtype = run.torch_dtype
-    ceil = measure_ceilings(run.device, dtype, quick=run.sizes.quick)
+    ceil = measure_ceilings(run.device, dtype, quick=run.sizes.small_ceilings)
     bandwidth = max(ceil["copy_gbps"], ceil["read_gbps"]) * 1e9
     ceilings = roofline.Ceilings(bandwidth=bandwidth, flops=ceil["matmul_tflops"] * 1e12)
     bpp = torch.tensor([], dtype=dtype).element_size()

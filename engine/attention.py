@@ -19,7 +19,6 @@ from torch import nn
 class AttentionMetadata:
     mode: str  # "prefill" | "paged_prefill" | "decode"
     cu_seqlens_q: torch.Tensor  # int32 [B+1]
-    max_seqlen_q: int
     slot_mapping: torch.Tensor | None = None  # int [T]; cache slot of each new token, -1 = skip
     context_lens: torch.Tensor | None = None  # int32 [B]; cached + new tokens per sequence
     block_tables: torch.Tensor | None = None  # int32 [B, max_blocks]

@@ -323,7 +323,6 @@ class MaskPredictExecutor:
             torch.tensor(ids, device=device),
             torch.tensor(positions, device=device),
             torch.tensor(bounds, dtype=torch.int32, device=device),
-            max(b - a for a, b in zip(bounds[:-1], bounds[1:])),
         )
 
     def _head_logits(self, hidden, rows):

@@ -74,7 +74,6 @@ class ModelRunner:
         meta = AttentionMetadata(
             mode=attention_mode(starts, batch.num_new_tokens),
             cu_seqlens_q=tensor(cu),
-            max_seqlen_q=max(batch.num_new_tokens),
             slot_mapping=tensor(slots),
             context_lens=tensor(context_lens),
             block_tables=tensor(tables),
@@ -118,7 +117,7 @@ class _DecodeGraphs:
         self.pool = torch.cuda.graph_pool_handle()
 
     def _meta(self, b):
-        return AttentionMetadata("decode", self.cu_seqlens[: b + 1], 1, self.slot_mapping[:b],
+        return AttentionMetadata("decode", self.cu_seqlens[: b + 1], self.slot_mapping[:b],
                                  self.context_lens[:b], self.block_tables[:b])
 
     def _capture(self, b):

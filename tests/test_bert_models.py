@@ -30,7 +30,7 @@ def pack(sequences):
     ids = torch.cat([torch.tensor(s) for s in sequences])
     positions = torch.cat([torch.arange(len(s)) for s in sequences])
     cu = torch.tensor([0] + [len(s) for s in sequences], dtype=torch.int32).cumsum(0, dtype=torch.int32)
-    return ids, positions, cu, max(len(s) for s in sequences)
+    return ids, positions, cu
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
@@ -46,9 +46,9 @@ def test_packed_batch_matches_hf(checkpoint, backend):
         [tok.cls_token_id, 70, tok.mask_token_id, tok.sep_token_id],
         [tok.cls_token_id] + list(range(20, 33)) + [tok.mask_token_id, tok.sep_token_id],
     ]
-    ids, positions, cu, max_len = pack(sequences)
+    ids, positions, cu = pack(sequences)
     with torch.no_grad():
-        hidden = loaded.model(ids, positions, cu, max_len)
+        hidden = loaded.model(ids, positions, cu)
         logits = loaded.model.compute_logits(hidden)
     assert logits.dtype == torch.float32 and logits.shape == (len(ids), loaded.vocab_size)
     for i, seq in enumerate(sequences):
@@ -63,9 +63,9 @@ def test_logits_only_for_asked_rows(checkpoint):
     """compute_logits on a subset of rows equals those rows of the full head."""
     _, path = checkpoint
     loaded = load_model(path, dtype="float32", device="cpu", kernel_backend="torch")
-    ids, positions, cu, max_len = pack([[0, 5, 6, 7, 2, 1], [0, 9, 1]])
+    ids, positions, cu = pack([[0, 5, 6, 7, 2, 1], [0, 9, 1]])
     with torch.no_grad():
-        hidden = loaded.model(ids, positions, cu, max_len)
+        hidden = loaded.model(ids, positions, cu)
         full = loaded.model.compute_logits(hidden)
         some = loaded.model.compute_logits(hidden[[1, 3, 7]])
     torch.testing.assert_close(some, full[[1, 3, 7]])

@@ -48,7 +48,7 @@ def _packed_prefill_logits(model, prompts):
     lengths = [len(p) for p in prompts]
     ids = torch.tensor([t for p in prompts for t in p], device=DEVICE)
     positions = torch.cat([torch.arange(n, device=DEVICE) for n in lengths])
-    meta = AttentionMetadata("prefill", _cu_seqlens(lengths), max(lengths))
+    meta = AttentionMetadata("prefill", _cu_seqlens(lengths))
     with torch.no_grad():
         return model.compute_logits(model(ids, positions, meta))
 
@@ -110,7 +110,7 @@ class PagedSequences:
             self.lengths[b] += len(tokens)
         counts = [len(t) for t in new_tokens]
         meta = AttentionMetadata(
-            mode, _cu_seqlens(counts), max(counts), slot_mapping=torch.tensor(slots, device=DEVICE),
+            mode, _cu_seqlens(counts), slot_mapping=torch.tensor(slots, device=DEVICE),
             context_lens=torch.tensor(self.lengths, dtype=torch.int32, device=DEVICE),
             block_tables=self.block_tables,
         )

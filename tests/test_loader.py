@@ -33,7 +33,7 @@ def _logits(loaded, token_ids=(5, 9, 2, 7)):
     ids = torch.tensor(token_ids)
     cu = torch.tensor([0, len(ids)], dtype=torch.int32)
     with torch.no_grad():
-        hidden = loaded.model(ids, torch.arange(len(ids)), AttentionMetadata("prefill", cu, len(ids)))
+        hidden = loaded.model(ids, torch.arange(len(ids)), AttentionMetadata("prefill", cu))
     return loaded.model.compute_logits(hidden)
 
 

@@ -161,14 +161,12 @@ class BertForMaskedLM(nn.Module):
         self.head_norm = nn.LayerNorm(hidden)
         self.decoder = nn.Linear(hidden, self.vocab_size)
 
-    def forward(self, input_ids, positions, cu_seqlens, max_seqlen):
+    def forward(self, input_ids, positions, cu_seqlens):
         """Packed sequences -> final hidden states [T, H].
 
         input_ids/positions [T] (positions count from 0 in each sequence; the family's offset
-        is added here); cu_seqlens int32 [B+1] bounds each sequence; max_seqlen, the longest
-        sequence, is part of the packed-batch contract for kernels that size grids by it.
+        is added here); cu_seqlens int32 [B+1] bounds each sequence.
         """
-        del max_seqlen  # prefill_attention derives its grid from cu_seqlens
         pos = F.embedding(positions + self.position_offset, self.position.weight)
         if self.token_type is not None:
             pos = pos + self.token_type.weight[0]  # every token is segment 0
