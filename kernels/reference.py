@@ -25,16 +25,15 @@ def store_kv(k, v, k_cache, v_cache, slot_mapping):
     v_cache[blocks, offsets] = v[keep]
 
 
-def _attend(q, k, v, scale, mask, key_valid):
+def _attend(q, k, v, scale, mask):
     """Softmax attention in fp32, batched over padded sequences.
 
     q [B, Lq, Hq, D], k/v [B, Lk, Hkv, D]; query head h reads kv head h // (Hq / Hkv).
-    mask [B, Lq, Lk] says which keys each query may see; key_valid [B, Lk] marks real rows
-    (padding rows may hold anything, NaN included, and contribute nothing). A query that
-    may see no key gets 0.
+    mask [B, Lq, Lk] says which keys each query may see. Padding rows must be finite (a
+    NaN would survive the zero weight), which `_pad` and `_paged_rows` see to. A query
+    that may see no key gets 0.
     """
-    real = key_valid[:, :, None, None]
-    k, v = (torch.where(real, x.float(), 0.0).transpose(1, 2) for x in (k, v))
+    k, v = (x.float().transpose(1, 2) for x in (k, v))
     out = F.scaled_dot_product_attention(
         q.float().transpose(1, 2), k, v, attn_mask=mask[:, None], scale=scale,
         enable_gqa=q.shape[2] != k.shape[1],
@@ -42,11 +41,17 @@ def _attend(q, k, v, scale, mask, key_valid):
     return torch.where(mask.any(-1)[:, :, None, None], out, 0.0)
 
 
-def _paged_rows(cache, block_tables, length):
-    """[B, length, Hkv, D]: row j of sequence b is row j of its paged cache (or padding)."""
+def _paged_rows(cache, block_tables, context_lens, length):
+    """[B, length, Hkv, D]: row j of sequence b is row j of its paged cache.
+
+    Rows past a sequence's context repeat its first row instead of reading whatever the
+    cache holds there (possibly never written, or NaN), so padding stays finite.
+    """
     block_size = cache.shape[1]
-    num_blocks = -(-length // block_size)
-    return cache[block_tables[:, :num_blocks].long()].flatten(1, 2)[:, :length]
+    pos = torch.arange(length, device=cache.device)[None, :]
+    pos = torch.where(pos < context_lens[:, None], pos, 0)
+    slots = block_tables.long().gather(1, pos // block_size) * block_size + pos % block_size
+    return cache.reshape(-1, *cache.shape[2:])[slots]
 
 
 def _packed_index(cu_seqlens):
@@ -69,9 +74,9 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
     _checks.check_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
     length = int(context_lens.max()) if q.shape[0] else 0
     key_valid = torch.arange(length, device=q.device)[None, :] < context_lens[:, None]
-    k = _paged_rows(k_cache, block_tables, length)
-    v = _paged_rows(v_cache, block_tables, length)
-    return _attend(q[:, None], k, v, scale, key_valid[:, None, :], key_valid)[:, 0].to(q.dtype)
+    k = _paged_rows(k_cache, block_tables, context_lens, length)
+    v = _paged_rows(v_cache, block_tables, context_lens, length)
+    return _attend(q[:, None], k, v, scale, key_valid[:, None, :])[:, 0].to(q.dtype)
 
 
 def prefill_attention(q, k, v, cu_seqlens, scale, causal):
@@ -91,7 +96,7 @@ def prefill_attention(q, k, v, cu_seqlens, scale, causal):
     if causal:
         mask = mask & (pos[None, :] <= pos[:, None])
     pad = lambda x: _pad(x, seq, offset, batch, length)  # noqa: E731
-    out = _attend(pad(q), pad(k), pad(v), scale, mask, key_valid)
+    out = _attend(pad(q), pad(k), pad(v), scale, mask)
     return out[seq, offset].to(q.dtype)
 
 
@@ -115,9 +120,9 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, con
     key_valid = key_pos[None, :] < context_lens[:, None]
     q_pos = (context_lens - lengths)[:, None] + torch.arange(num_queries, device=q.device)[None, :]
     mask = (key_pos[None, None, :] <= q_pos[:, :, None]) & key_valid[:, None, :]
-    k = _paged_rows(k_cache, block_tables, num_keys)
-    v = _paged_rows(v_cache, block_tables, num_keys)
-    out = _attend(_pad(q, seq, offset, batch, num_queries), k, v, scale, mask, key_valid)
+    k = _paged_rows(k_cache, block_tables, context_lens, num_keys)
+    v = _paged_rows(v_cache, block_tables, context_lens, num_keys)
+    out = _attend(_pad(q, seq, offset, batch, num_queries), k, v, scale, mask)
     return out[seq, offset].to(q.dtype)
 
 
