@@ -41,17 +41,17 @@ def _attend(q, k, v, scale, mask):
     return torch.where(mask.any(-1)[:, :, None, None], out, 0.0)
 
 
-def _paged_rows(cache, block_tables, context_lens, length):
-    """[B, length, Hkv, D]: row j of sequence b is row j of its paged cache.
+def _paged_rows(k_cache, v_cache, block_tables, context_lens, length):
+    """k, v [B, length, Hkv, D]: row j of sequence b is row j of its paged cache.
 
     Rows past a sequence's context repeat its first row instead of reading whatever the
     cache holds there (possibly never written, or NaN), so padding stays finite.
     """
-    block_size = cache.shape[1]
-    pos = torch.arange(length, device=cache.device)[None, :]
+    block_size = k_cache.shape[1]
+    pos = torch.arange(length, device=k_cache.device)[None, :]
     pos = torch.where(pos < context_lens[:, None], pos, 0)
     slots = block_tables.long().gather(1, pos // block_size) * block_size + pos % block_size
-    return cache.reshape(-1, *cache.shape[2:])[slots]
+    return tuple(cache.reshape(-1, *cache.shape[2:])[slots] for cache in (k_cache, v_cache))
 
 
 def _packed_index(cu_seqlens):
@@ -74,8 +74,7 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
     _checks.check_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
     length = int(context_lens.max()) if q.shape[0] else 0
     key_valid = torch.arange(length, device=q.device)[None, :] < context_lens[:, None]
-    k = _paged_rows(k_cache, block_tables, context_lens, length)
-    v = _paged_rows(v_cache, block_tables, context_lens, length)
+    k, v = _paged_rows(k_cache, v_cache, block_tables, context_lens, length)
     return _attend(q[:, None], k, v, scale, key_valid[:, None, :])[:, 0].to(q.dtype)
 
 
@@ -120,8 +119,7 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, con
     key_valid = key_pos[None, :] < context_lens[:, None]
     q_pos = (context_lens - lengths)[:, None] + torch.arange(num_queries, device=q.device)[None, :]
     mask = (key_pos[None, None, :] <= q_pos[:, :, None]) & key_valid[:, None, :]
-    k = _paged_rows(k_cache, block_tables, context_lens, num_keys)
-    v = _paged_rows(v_cache, block_tables, context_lens, num_keys)
+    k, v = _paged_rows(k_cache, v_cache, block_tables, context_lens, num_keys)
     out = _attend(_pad(q, seq, offset, batch, num_queries), k, v, scale, mask)
     return out[seq, offset].to(q.dtype)
 
