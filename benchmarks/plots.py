@@ -49,9 +49,9 @@ def throughput_vs_batch(results, path):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     series = {}
     for r in results["throughput"]:
-        label = "AR" if r["mode"] == "ar" else f"MP T={r['iterations']}"
-        series.setdefault(label, []).append((r["batch"], r["tokens_per_s"], r.get("hf_tokens_per_s")))
-    for i, (label, pts) in enumerate(sorted(series.items())):
+        key = (0, "AR") if r["mode"] == "ar" else (r["iterations"], f"MP T={r['iterations']}")
+        series.setdefault(key, []).append((r["batch"], r["tokens_per_s"], r.get("hf_tokens_per_s")))
+    for i, ((_, label), pts) in enumerate(sorted(series.items())):  # AR first, then T ascending
         pts.sort()
         color = f"C{i}"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, label=f"{label} engine")
