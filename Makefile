@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 PYTEST_ARGS ?=
 
-.PHONY: setup test bench bench-quick microbench kernels-check gpu clean
+.PHONY: setup test bench bench-quick microbench kernels-check scale-check gpu clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ microbench: setup
 # every kernel against its reference, timed against torch and the measured roofline
 kernels-check: setup
 	$(PY) -m benchmarks.gpu_check
+
+# AR at real model sizes (random GPT-2 124M and a 1.5B Llama) against HF generate() and the roofline
+scale-check: setup
+	$(PY) -m benchmarks.scale_check
 
 # the whole GPU session (kernel checks, GPU tests, report) in one call, results under $(OUT)
 gpu:
