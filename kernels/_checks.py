@@ -46,40 +46,31 @@ def check_row_params(name, t, batch, device):
 
 # Per-kernel argument contracts, shared by each Triton kernel and its reference twin.
 
+def check_kv_pair(k_name, k, v_name, v, ndim, like_name, like):
+    """k and v: float tensors of `ndim` dims and one shape, on `like`'s device, in its dtype."""
+    for name, t in ((k_name, k), (v_name, v)):
+        check_tensor(name, t, ndim=ndim, dtypes=FLOAT_DTYPES, device=like.device)
+        check_same_dtype(name, t, like_name, like)
+    if v.shape != k.shape:
+        raise ValueError(f"{v_name} must have the shape of {k_name} {tuple(k.shape)}, got {tuple(v.shape)}")
+
+
 def check_store_kv(k, v, k_cache, v_cache, slot_mapping):
     check_tensor("k", k, ndim=3, dtypes=FLOAT_DTYPES)
-    dev = k.device
-    check_tensor("v", v, ndim=3, dtypes=FLOAT_DTYPES, device=dev)
-    check_tensor("k_cache", k_cache, ndim=4, dtypes=FLOAT_DTYPES, device=dev)
-    check_tensor("v_cache", v_cache, ndim=4, dtypes=FLOAT_DTYPES, device=dev)
-    check_tensor("slot_mapping", slot_mapping, ndim=1, dtypes=INDEX_DTYPES, device=dev)
-    if v.shape != k.shape:
-        raise ValueError(f"v must have the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
-    if v_cache.shape != k_cache.shape:
-        raise ValueError(
-            f"v_cache must have the shape of k_cache {tuple(k_cache.shape)}, got {tuple(v_cache.shape)}"
-        )
+    check_kv_pair("k", k, "v", v, 3, "k", k)
+    check_kv_pair("k_cache", k_cache, "v_cache", v_cache, 4, "k", k)
+    check_tensor("slot_mapping", slot_mapping, ndim=1, dtypes=INDEX_DTYPES, device=k.device)
     if k_cache.shape[2:] != k.shape[1:]:
         raise ValueError(
             f"k_cache [num_blocks, block_size, heads, head_dim] must match k's heads and head_dim "
             f"{tuple(k.shape[1:])}, got {tuple(k_cache.shape)}"
         )
-    check_same_dtype("k_cache", k_cache, "k", k)
-    check_same_dtype("v_cache", v_cache, "k", k)
-    check_same_dtype("v", v, "k", k)
     check_dim("slot_mapping", slot_mapping, 0, k.shape[0], "tokens")
 
 
 def check_paged_kv(q, k_cache, v_cache, block_tables, context_lens, batch):
     dev = q.device
-    check_tensor("k_cache", k_cache, ndim=4, dtypes=FLOAT_DTYPES, device=dev)
-    check_tensor("v_cache", v_cache, ndim=4, dtypes=FLOAT_DTYPES, device=dev)
-    check_same_dtype("k_cache", k_cache, "q", q)
-    check_same_dtype("v_cache", v_cache, "q", q)
-    if v_cache.shape != k_cache.shape:
-        raise ValueError(
-            f"v_cache must have the shape of k_cache {tuple(k_cache.shape)}, got {tuple(v_cache.shape)}"
-        )
+    check_kv_pair("k_cache", k_cache, "v_cache", v_cache, 4, "q", q)
     check_dim("k_cache", k_cache, 3, q.shape[-1], "head_dim")
     check_gqa(q.shape[1], k_cache.shape[2])
     check_tensor("block_tables", block_tables, ndim=2, dtypes=(torch.int32,), device=dev)
@@ -105,12 +96,7 @@ def check_cu_seqlens(name, cu_seqlens, device):
 def check_prefill_attention(q, k, v, cu_seqlens, scale, causal):
     check_tensor("q", q, ndim=3, dtypes=FLOAT_DTYPES)
     dev = q.device
-    check_tensor("k", k, ndim=3, dtypes=FLOAT_DTYPES, device=dev)
-    check_tensor("v", v, ndim=3, dtypes=FLOAT_DTYPES, device=dev)
-    check_same_dtype("k", k, "q", q)
-    check_same_dtype("v", v, "q", q)
-    if v.shape != k.shape:
-        raise ValueError(f"v must have the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
+    check_kv_pair("k", k, "v", v, 3, "q", q)
     check_dim("k", k, 0, q.shape[0], "tokens")
     check_dim("k", k, 2, q.shape[2], "head_dim")
     check_gqa(q.shape[1], k.shape[1])
