@@ -155,9 +155,18 @@ def render(results, plots):
                                    ("e2e p99", "e2e_p99")]), ""]
     if "roofline" in results:
         roof = results["roofline"]
+        c, pt = roof["ceilings"], roof["per_token"]
         lines += ["## 3. The roofline", "", f"![roofline]({plots.get('roofline', '')})", "",
-                  f"Ceilings measured in this run: {_fmt(roof['ceilings'])}.", "",
-                  f"Per token: {_fmt(roof['per_token'])}; crossover batch by T (roofline): {roof['crossover_batch']}.", ""]
+                  f"Ceilings measured in this run: copy {c['copy_gbps']:.1f} GB/s (read + write), read "
+                  f"{c['read_gbps']:.1f} GB/s, {c['matmul_dtype']} matmul ({c['matmul_n']}^3) "
+                  f"{c['matmul_tflops']:.3g} TFLOP/s.", "",
+                  "| work | FLOPs | bytes at batch 1 |", "|---|---|---|",
+                  f"| AR decode step, per sequence | {pt['ar_decode_flops']:.3g} | {pt['ar_decode_bytes_batch1']:.3g} |",
+                  f"| mask-predict pass, per target slot | {pt['mp_pass_flops_per_token']:.3g} | "
+                  f"{pt['mp_pass_bytes_batch1']:.3g} (whole pass) |", "",
+                  "Batch at which AR's roofline tokens/s reaches mask-predict's, by T: "
+                  + ", ".join(f"T={t}: {b if b else 'none up to 4096'}" for t, b in roof["crossover_batch"].items())
+                  + ".", ""]
     if "quality" in results:
         lines += ["## 4. Quality against throughput", "", f"![pareto]({plots.get('pareto', '')})", ""]
     lines += ["## 5. Profiling", ""]
