@@ -47,12 +47,13 @@ import torch
 
 from engine.detokenizer import batch_decode
 from engine.mask_schedule import (
-    SAMPLE_STREAM, masked_after, mix_seed, most_confident, lowest_confidence, num_blocks,
+    SAMPLE_STREAM, masked_after, most_confident, lowest_confidence, num_blocks,
     random_slots, split_blocks,
 )
 from engine.outputs import RequestMetrics, RequestOutput
 from engine.params import MaskPredictParams
 from engine.profiling import ranged
+from engine.seeding import mix_seed
 
 
 class SequenceRefinement:

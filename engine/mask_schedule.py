@@ -10,11 +10,7 @@ Blocks. With block_size b the N target slots form ceil(N / b) blocks of b slots 
 may be shorter), decoded left to right; the T passes are split evenly, T // B per block and
 one more for each of the first T % B blocks.
 
-Seeds. mix_seed(seed, *keys) chains splitmix64 over the seed and the keys (each taken mod
-2^64) and keeps the top 63 bits, a non-negative int64:
-    h = splitmix64(seed);  for k in keys: h = splitmix64(h XOR k);  return h >> 1
-splitmix64(x): x += 0x9E3779B97F4A7C15; x = (x ^ x>>30) * 0xBF58476D1CE4E5B9;
-               x = (x ^ x>>27) * 0x94D049BB133111EB; return x ^ x>>31   (all mod 2^64).
+Seeds (engine/seeding.py defines mix_seed, splitmix64 chained over the seed and keys).
 A sampled slot draws with seed mix_seed(seed, SAMPLE_STREAM, pass, slot); remask="random"
 re-masks the n slots with the smallest mix_seed(seed, REMASK_STREAM, pass, slot) (pass
 counts all passes of the sequence from 0, slot indexes the N target slots from 0).
@@ -25,9 +21,10 @@ confidences go to the lower position first in both.
 import math
 from dataclasses import dataclass
 
+from engine.seeding import mix_seed
+
 SCHEDULE_NAMES = ("linear", "cosine")
 SAMPLE_STREAM, REMASK_STREAM = 0, 1
-_MASK64 = (1 << 64) - 1
 
 
 def masked_after(num_slots: int, t: int, passes: int, schedule: str) -> int:
@@ -61,20 +58,6 @@ def split_blocks(num_slots: int, block_size: int | None, passes: int) -> list[Bl
         Block(i * size, min((i + 1) * size, num_slots), base + (1 if i < extra else 0))
         for i in range(count)
     ]
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix_seed(seed: int, *keys: int) -> int:
-    h = _splitmix64(seed & _MASK64)
-    for key in keys:
-        h = _splitmix64(h ^ (key & _MASK64))
-    return h >> 1
 
 
 def lowest_confidence(slots, confidence, n: int) -> list[int]:

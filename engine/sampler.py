@@ -1,23 +1,14 @@
 """Turns the logits of the requests that sample this step into their next tokens.
 
 Per-row parameters go to the backend's `sample` kernel. The seed of a row at a step is
-derived from the request's seed and how many tokens it has generated, so a seeded request
+mix_seed(request seed, tokens generated so far) (engine/seeding.py), so a seeded request
 draws the same tokens whatever else shares its batch. Until min_tokens are generated, the
 end-of-sequence and stop tokens are masked out.
 """
 import torch
 
 from engine.request import Request
-
-_MASK64 = (1 << 64) - 1
-
-
-def step_seed(seed: int, step: int) -> int:
-    """A well-mixed non-negative int64 from (request seed, generated-token count): splitmix64."""
-    z = (seed * 0x9E3779B97F4A7C15 + (step + 1) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (z ^ (z >> 31)) >> 1
+from engine.seeding import mix_seed
 
 
 class Sampler:
@@ -50,7 +41,7 @@ class Sampler:
                 torch.tensor([p.temperature for p in params], dtype=torch.float32, device=dev),
                 torch.tensor([p.top_k for p in params], dtype=torch.int64, device=dev),
                 torch.tensor([p.top_p for p in params], dtype=torch.float32, device=dev),
-                torch.tensor([step_seed(r.seed, r.num_generated) for r in requests], dtype=torch.int64, device=dev),
+                torch.tensor([mix_seed(r.seed, r.num_generated) for r in requests], dtype=torch.int64, device=dev),
             )
         token_list = tokens.tolist()
         return token_list, self._logprobs(raw, requests, token_list)
