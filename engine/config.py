@@ -1,29 +1,18 @@
 """EngineConfig: every knob of the engine, validated once; the LLM/Engine keywords are its fields."""
 import os
 from dataclasses import dataclass, field, fields
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 
 from engine.backend import BACKENDS, default_backend
+from engine.validation import check_bool, check_int
 
 DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 @dataclass
@@ -74,15 +63,15 @@ class EngineConfig:
         if self.kernel_backend not in BACKENDS:
             raise ValueError(f"kernel_backend must be one of {BACKENDS}, got {self.kernel_backend!r}")
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch", "cpu_kv_cache_bytes"):
-            _check_int(name, getattr(self, name), low=1)
+            check_int(name, getattr(self, name), low=1)
         if self.num_kv_blocks is not None:
-            _check_int("num_kv_blocks", self.num_kv_blocks, low=1)
+            check_int("num_kv_blocks", self.num_kv_blocks, low=1)
         u = self.gpu_memory_utilization
         if isinstance(u, bool) or not isinstance(u, Real) or not 0 < u <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {u!r}")
         for name in ("enable_prefix_caching", "enforce_eager", "allow_pickle"):
-            _check_bool(name, getattr(self, name))
-        _check_int("seed", self.seed, low=0)
+            check_bool(name, getattr(self, name))
+        check_int("seed", self.seed, low=0)
 
     @classmethod
     def from_kwargs(cls, model, **kwargs) -> "EngineConfig":

@@ -21,6 +21,7 @@ from engine.profiling import ranged
 from engine.request import Request
 from engine.runner import ModelRunner
 from engine.sampler import Sampler
+from engine.validation import check_token_ids
 from engine.scheduler import Scheduler
 
 PARAMS_FOR_KIND = {"causal": SamplingParams, "masked": MaskPredictParams}
@@ -118,13 +119,7 @@ class Engine:
         if isinstance(prompt, (list, tuple)):
             if not prompt:
                 raise ValueError("prompt is an empty list of token ids")
-            vocab = self.loaded.vocab_size
-            for t in prompt:
-                if isinstance(t, bool) or not isinstance(t, Integral):
-                    raise TypeError(f"prompt token ids must be ints, got {type(t).__name__}")
-                if not 0 <= t < vocab:
-                    raise ValueError(f"prompt token id {t} is outside the vocabulary [0, {vocab})")
-            return None, [int(t) for t in prompt]
+            return None, check_token_ids("prompt token ids", prompt, self.loaded.vocab_size)
         raise TypeError(f"prompt must be a str or a list of token ids, got {type(prompt).__name__}")
 
     def _check_fits(self, prompt_len, max_tokens):

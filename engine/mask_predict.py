@@ -41,7 +41,6 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from numbers import Integral
 
 import torch
 
@@ -54,6 +53,7 @@ from engine.outputs import RequestMetrics, RequestOutput
 from engine.params import MaskPredictParams
 from engine.profiling import ranged
 from engine.seeding import mix_seed
+from engine.validation import check_token_ids
 
 
 class SequenceRefinement:
@@ -224,12 +224,7 @@ class MaskPredictExecutor:
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if not isinstance(prompt_token_ids, (list, tuple)):
             raise TypeError(f"prompt_token_ids must be a list of ints, got {type(prompt_token_ids).__name__}")
-        for t in prompt_token_ids:
-            if isinstance(t, bool) or not isinstance(t, Integral):
-                raise TypeError(f"prompt_token_ids entries must be ints, got {t!r}")
-            if not 0 <= t < self.vocab_size:
-                raise ValueError(f"prompt_token_ids entry {t} is outside the vocabulary [0, {self.vocab_size})")
-        return [int(t) for t in prompt_token_ids]
+        return check_token_ids("prompt_token_ids", prompt_token_ids, self.vocab_size)
 
     def abort(self, request_id) -> bool:
         for queue in (self.waiting, self.running):

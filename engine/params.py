@@ -3,37 +3,20 @@
 A bad value raises ValueError (or TypeError for a wrong type) naming the field and the
 allowed range, before the request reaches the engine.
 """
-import math
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
-
-def _check_int(name, value, low=None, high=None, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
-
-
-def _check_real(name, value):
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+from engine.validation import check_bool, check_int, check_real
 
 
 def _check_sampling(temperature, top_k, top_p, seed):
-    _check_real("temperature", temperature)
+    check_real("temperature", temperature)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    _check_int("top_k", top_k, low=-1)
-    _check_real("top_p", top_p)
+    check_int("top_k", top_k, low=-1)
+    check_real("top_p", top_p)
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    _check_int("seed", seed, allow_none=True)
+    check_int("seed", seed, allow_none=True)
 
 
 @dataclass
@@ -60,8 +43,8 @@ class SamplingParams:
         _check_sampling(self.temperature, self.top_k, self.top_p, self.seed)
         if self.top_k == -1:
             self.top_k = 0
-        _check_int("max_tokens", self.max_tokens, low=1)
-        _check_int("min_tokens", self.min_tokens, low=0, high=self.max_tokens)
+        check_int("max_tokens", self.max_tokens, low=1)
+        check_int("min_tokens", self.min_tokens, low=0, high=self.max_tokens)
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
@@ -70,11 +53,10 @@ class SamplingParams:
         if not isinstance(self.stop_token_ids, (list, tuple)):
             raise TypeError(f"stop_token_ids must be a list of ints, got {type(self.stop_token_ids).__name__}")
         for t in self.stop_token_ids:
-            _check_int("stop_token_ids entry", t, low=0)
+            check_int("stop_token_ids entry", t, low=0)
         self.stop_token_ids = list(self.stop_token_ids)
-        if not isinstance(self.ignore_eos, bool):
-            raise TypeError(f"ignore_eos must be a bool, got {type(self.ignore_eos).__name__}")
-        _check_int("logprobs", self.logprobs, low=0, high=20, allow_none=True)
+        check_bool("ignore_eos", self.ignore_eos)
+        check_int("logprobs", self.logprobs, low=0, high=20, allow_none=True)
 
 
 REMASK_MODES = ("low_confidence", "commit", "random")
@@ -109,29 +91,28 @@ class MaskPredictParams:
     return_pass_texts: bool = False
 
     def __post_init__(self):
-        _check_int("length", self.length, low=1)
-        _check_int("iterations", self.iterations, low=1)
+        check_int("length", self.length, low=1)
+        check_int("iterations", self.iterations, low=1)
         if self.remask not in REMASK_MODES:
             raise ValueError(f"remask must be one of {REMASK_MODES}, got {self.remask!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.threshold is not None:
-            _check_real("threshold", self.threshold)
+            check_real("threshold", self.threshold)
             if not 0 < self.threshold <= 1:
                 raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        _check_int("block_size", self.block_size, low=1, allow_none=True)
+        check_int("block_size", self.block_size, low=1, allow_none=True)
         if self.length_candidates is not None:
             if not isinstance(self.length_candidates, (list, tuple)) or not self.length_candidates:
                 raise TypeError("length_candidates must be a non-empty list of ints")
             for n in self.length_candidates:
-                _check_int("length_candidates entry", n, low=1)
+                check_int("length_candidates entry", n, low=1)
             self.length_candidates = list(self.length_candidates)
         _check_sampling(self.temperature, self.top_k, self.top_p, self.seed)
         if self.top_k == -1:
             self.top_k = 0
         for name in ("stop_early", "return_pass_texts"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            check_bool(name, getattr(self, name))
 
     @property
     def lengths(self) -> list[int]:
