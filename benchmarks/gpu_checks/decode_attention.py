@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import kernels
 from kernels import reference
 
-from . import rel_err, tolerance
+from . import rel_err, result_row, tolerance
 
 # (batch, context, Hq, Hkv, head_dim, block_size)
 GPU_CASES = [
@@ -68,19 +68,14 @@ def _decode_row(case, device, dtype, timer):
         batch, hkv, block_tables.shape[1] * block_size, device
     )
     element = q.element_size()
-    return {
-        "kernel": "decode_attention",
-        "shape": f"B={batch} ctx={context} Hq={hq} Hkv={hkv} D={head_dim} bs={block_size} splits={splits}",
-        "dtype": str(dtype).replace("torch.", ""),
-        "max_rel_err": err,
-        "tol": tolerance(dtype),
-        "ok": err <= tolerance(dtype),
-        "ms": timer(lambda: kernels.decode_attention(*args)) * 1e3,
-        "baseline": "torch SDPA, contiguous KV",
-        "baseline_ms": timer(sdpa) * 1e3,
-        "bytes": 2 * batch * context * hkv * head_dim * element + 2 * q.numel() * element,
-        "flops": 4 * batch * context * hq * head_dim,
-    }
+    return result_row(
+        "decode_attention",
+        f"B={batch} ctx={context} Hq={hq} Hkv={hkv} D={head_dim} bs={block_size} splits={splits}",
+        dtype, err, tolerance(dtype), lambda: kernels.decode_attention(*args),
+        "torch SDPA, contiguous KV", sdpa, timer,
+        nbytes=2 * batch * context * hkv * head_dim * element + 2 * q.numel() * element,
+        flops=4 * batch * context * hq * head_dim,
+    )
 
 
 def _store_row(case, device, dtype, timer):
@@ -103,19 +98,11 @@ def _store_row(case, device, dtype, timer):
         flat_k[index] = k
         flat_v[index] = v
 
-    return {
-        "kernel": "store_kv",
-        "shape": f"T={tokens} H={heads} D={head_dim} slots={num_slots}",
-        "dtype": str(dtype).replace("torch.", ""),
-        "max_rel_err": err,
-        "tol": tolerance(dtype),
-        "ok": err <= tolerance(dtype),
-        "ms": timer(lambda: kernels.store_kv(k, v, k_cache, v_cache, slots)) * 1e3,
-        "baseline": "torch indexed copy",
-        "baseline_ms": timer(indexed_copy) * 1e3,
-        "bytes": 4 * k.numel() * k.element_size() + slots.numel() * slots.element_size(),
-        "flops": 0,
-    }
+    return result_row(
+        "store_kv", f"T={tokens} H={heads} D={head_dim} slots={num_slots}", dtype, err, tolerance(dtype),
+        lambda: kernels.store_kv(k, v, k_cache, v_cache, slots), "torch indexed copy", indexed_copy, timer,
+        nbytes=4 * k.numel() * k.element_size() + slots.numel() * slots.element_size(),
+    )
 
 
 def check(device, dtype, quick, timer):

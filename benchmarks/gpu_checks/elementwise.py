@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import kernels
 from kernels import reference
 
-from . import rel_err, tolerance
+from . import rel_err, result_row, tolerance
 
 EPS = 1e-5
 
@@ -28,12 +28,7 @@ def _row(kernel, shape, dtype, outs, refs, run, baseline_name, baseline, bytes_m
     outs = outs if isinstance(outs, tuple) else (outs,)
     refs = refs if isinstance(refs, tuple) else (refs,)
     err = max(rel_err(o, r) for o, r in zip(outs, refs))
-    return {
-        "kernel": kernel, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
-        "max_rel_err": err, "tol": tolerance(dtype), "ok": err <= tolerance(dtype),
-        "ms": timer(run) * 1e3, "baseline": baseline_name, "baseline_ms": timer(baseline) * 1e3,
-        "bytes": bytes_moved, "flops": 0,
-    }
+    return result_row(kernel, shape, dtype, err, tolerance(dtype), run, baseline_name, baseline, timer, bytes_moved)
 
 
 def _norm_rows(device, dtype, shape, timer):

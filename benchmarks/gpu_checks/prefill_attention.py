@@ -16,7 +16,7 @@ from torch.nn.attention.bias import causal_lower_right
 import kernels
 from kernels import reference
 
-from . import rel_err, tolerance
+from . import rel_err, result_row, tolerance
 
 # (sequence lengths, Hq, Hkv, head_dim, causal): 8k tokens; encoders are MHA, AR models GQA.
 GPU_CASES = [
@@ -86,13 +86,8 @@ def sdpa_prefill(q, k, v, lens, scale, causal):
 
 
 def _row(kernel, shape, dtype, out, ref, run, baseline, bytes_moved, flops, timer):
-    err = rel_err(out, ref)
-    return {
-        "kernel": kernel, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
-        "max_rel_err": err, "tol": tolerance(dtype), "ok": err <= tolerance(dtype),
-        "ms": timer(run) * 1e3, "baseline": "torch SDPA, padded batch, KV heads repeated",
-        "baseline_ms": timer(baseline) * 1e3, "bytes": bytes_moved, "flops": flops,
-    }
+    return result_row(kernel, shape, dtype, rel_err(out, ref), tolerance(dtype), run,
+                      "torch SDPA, padded batch, KV heads repeated", baseline, timer, bytes_moved, flops)
 
 
 def _prefill_row(case, device, dtype, timer):

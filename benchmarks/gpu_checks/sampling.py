@@ -14,7 +14,7 @@ import torch
 import kernels
 from kernels import reference
 
-from . import rel_err, tolerance
+from . import rel_err, result_row, tolerance
 
 
 def _shapes(quick):
@@ -52,13 +52,11 @@ def _confidence_row(logits, dtype, shape, timer):
     def baseline():
         return logits.argmax(dim=-1), torch.softmax(logits.float(), dim=-1).amax(dim=-1)
 
-    return {
-        "kernel": "confidence_argmax", "shape": shape, "dtype": str(dtype).replace("torch.", ""),
-        "max_rel_err": err, "tol": tol, "ok": bool(torch.equal(token, ref_token)) and err <= tol,
-        "ms": timer(lambda: kernels.confidence_argmax(logits)) * 1e3,
-        "baseline": "argmax + softmax", "baseline_ms": timer(baseline) * 1e3,
-        "bytes": logits.numel() * logits.element_size() + batch * (8 + 4), "flops": 0,
-    }
+    return result_row(
+        "confidence_argmax", shape, dtype, err, tol, lambda: kernels.confidence_argmax(logits),
+        "argmax + softmax", baseline, timer, nbytes=logits.numel() * logits.element_size() + batch * (8 + 4),
+        ok=torch.equal(token, ref_token) and err <= tol,
+    )
 
 
 def _sample_row(logits, dtype, shape, name, params, timer):
@@ -66,15 +64,12 @@ def _sample_row(logits, dtype, shape, name, params, timer):
     out = kernels.sample(logits, *params)
     mismatch = (out != reference.sample(logits, *params)).float().mean().item()
     temperature, top_k, top_p, _ = params
-    return {
-        "kernel": name, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
-        "max_rel_err": mismatch, "tol": 0.0, "ok": mismatch == 0.0,
-        "ms": timer(lambda: kernels.sample(logits, *params)) * 1e3,
-        "baseline": "softmax + sort + multinomial",
-        "baseline_ms": timer(lambda: torch_sample(logits, temperature, top_k, top_p)) * 1e3,
+    return result_row(
+        name, shape, dtype, mismatch, 0.0, lambda: kernels.sample(logits, *params),
+        "softmax + sort + multinomial", lambda: torch_sample(logits, temperature, top_k, top_p), timer,
         # logits once; temperature, top_k, top_p, seed in; the token out
-        "bytes": logits.numel() * logits.element_size() + batch * (4 + 8 + 4 + 8 + 8), "flops": 0,
-    }
+        nbytes=logits.numel() * logits.element_size() + batch * (4 + 8 + 4 + 8 + 8),
+    )
 
 
 def check(device, dtype, quick, timer):
