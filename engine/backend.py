@@ -1,4 +1,12 @@
-"""Kernel backends: the Triton kernels (`kernels`) or their torch references."""
+"""Kernel backends: the Triton kernels (`kernels`) or their torch references.
+
+The engine's layers call the kernels many times per step with tensors the engine itself
+shaped, so they get each public function's `unchecked` body: the argument checks that guard
+users at the `kernels.*` boundary run where the engine builds its buffers, not in every
+layer of every step.
+"""
+from types import SimpleNamespace
+
 import kernels
 from kernels import reference
 
@@ -10,8 +18,9 @@ def default_backend(device: str) -> str:
     return "triton" if str(device).startswith("cuda") else "torch"
 
 
-def get_ops(name: str):
-    """The module whose functions (store_kv, decode_attention, ...) a model calls."""
+def get_ops(name: str) -> SimpleNamespace:
+    """The kernel functions (store_kv, decode_attention, ...) a model calls, without checks."""
     if name not in BACKENDS:
         raise ValueError(f"kernel_backend must be one of {BACKENDS}, got {name!r}")
-    return kernels if name == "triton" else reference
+    module = kernels if name == "triton" else reference
+    return SimpleNamespace(**{fn: getattr(module, fn).unchecked for fn in kernels.__all__}, name=name)

@@ -3,10 +3,32 @@
 Each check raises ValueError naming the offending argument, so a bad call fails at the
 API boundary instead of deep inside torch or a Triton launch.
 """
+import functools
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def checked(check):
+    """Decorate a public kernel function with its argument check.
+
+    The public function validates, then runs; `fn.unchecked` is the bare function, which the
+    engine's per-layer calls use once the engine has validated its buffers, so a step does
+    not pay for the same checks in every layer.
+    """
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def public(*args, **kwargs):
+            check(*args, **kwargs)
+            return fn(*args, **kwargs)
+
+        public.unchecked = fn
+        return public
+
+    return wrap
 
 
 def check_tensor(name, t, ndim=None, dtypes=None, device=None):
@@ -140,6 +162,14 @@ def check_norm(x, weight, bias, eps, residual):
         check_same_dtype("residual", residual, "x", x)
 
 
+def check_rms_norm(x, weight, eps, residual=None):
+    check_norm(x, weight, None, eps, residual)
+
+
+def check_layer_norm(x, weight, bias, eps, residual=None):
+    check_norm(x, weight, bias, eps, residual)
+
+
 def check_rotary(q, k, positions, cos_cache, sin_cache):
     check_tensor("q", q, ndim=3, dtypes=FLOAT_DTYPES)
     dev = q.device
@@ -164,7 +194,7 @@ def check_gated(x):
         raise ValueError(f"x last dimension must be even (gate and up halves), got {tuple(x.shape)}")
 
 
-def check_gelu(x, approximate):
+def check_gelu(x, approximate="none"):
     check_tensor("x", x, dtypes=FLOAT_DTYPES)
     if approximate not in ("none", "tanh"):
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")

@@ -42,9 +42,9 @@ def _gelu_kernel(x_ptr, out_ptr, n_elements, TANH: tl.constexpr, BLOCK: tl.const
     tl.store(out_ptr + offsets, (x * cdf).to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@_checks.checked(_checks.check_gated)
 def silu_and_mul(x):
     """SwiGLU: x [..., 2I] = [gate | up] -> silu(gate) * up of shape [..., I], in x's dtype."""
-    _checks.check_gated(x)
     n_cols = x.shape[-1] // 2
     out = _alloc.empty((*x.shape[:-1], n_cols), x.dtype, x.device)
     if out.numel():
@@ -57,9 +57,9 @@ def silu_and_mul(x):
     return out
 
 
+@_checks.checked(_checks.check_gelu)
 def gelu(x, approximate="none"):
     """GELU of x (any shape), exact ("none") or tanh-approximated ("tanh"), in x's dtype."""
-    _checks.check_gelu(x, approximate)
     out = _alloc.empty(x.shape, x.dtype, x.device)
     if x.numel():
         grid = (triton.cdiv(x.numel(), _BLOCK),)

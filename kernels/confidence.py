@@ -44,9 +44,9 @@ def _confidence_argmax_kernel(logits_ptr, token_ptr, prob_ptr, vocab, stride_row
     tl.store(prob_ptr + row, 1.0 / sum_exp)
 
 
+@_checks.checked(_checks.check_logits)
 def confidence_argmax(logits):
     """(argmax token int64 [B], its softmax probability fp32 [B]) of logits [B, V]."""
-    _checks.check_logits(logits)
     logits = logits if logits.stride(1) == 1 else logits.contiguous()
     batch, vocab = logits.shape
     token = _alloc.empty((batch,), torch.int64, logits.device)

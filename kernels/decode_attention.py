@@ -163,13 +163,13 @@ def num_kv_splits(batch, num_kv_heads, max_context, device):
     return max(1, min(wanted, useful, MAX_SPLITS))
 
 
+@_checks.checked(_checks.check_decode_attention)
 def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
     """Attention of q [B, Hq, D] over each row's paged context; returns [B, Hq, D] in q's dtype.
 
     The number of splits is sized from block_tables' width (the longest context the batch
     can hold), which avoids reading context_lens back to the host.
     """
-    _checks.check_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
     if k_cache.stride() != v_cache.stride():
         raise ValueError(
             f"v_cache must have the strides of k_cache {k_cache.stride()}, got {v_cache.stride()}"

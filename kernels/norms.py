@@ -78,13 +78,13 @@ def _norm(x, weight, bias, eps, residual, is_rms):
     return y if residual is None else (y, h)
 
 
+@_checks.checked(_checks.check_rms_norm)
 def rms_norm(x, weight, eps, residual=None):
     """RMSNorm of x [..., N] by weight [N]; with a residual, returns (rms_norm(x + residual), x + residual)."""
-    _checks.check_norm(x, weight, None, eps, residual)
     return _norm(x, weight, None, eps, residual, is_rms=True)
 
 
+@_checks.checked(_checks.check_layer_norm)
 def layer_norm(x, weight, bias, eps, residual=None):
     """LayerNorm of x [..., N] (bias may be None); with a residual, returns (layer_norm(h), h), h = x + residual."""
-    _checks.check_norm(x, weight, bias, eps, residual)
     return _norm(x, weight, bias, eps, residual, is_rms=False)

@@ -227,16 +227,17 @@ def _launch(q, k, v, cu_seqlens_q, scale, causal, paged):
     return out
 
 
+@_checks.checked(_checks.check_prefill_attention)
 def prefill_attention(q, k, v, cu_seqlens, scale, causal):
     """Packed variable-length attention: sequence i owns rows cu_seqlens[i]:cu_seqlens[i+1].
 
     q [T, Hq, D], k/v [T, Hkv, D], cu_seqlens int32 [B+1]; no attention across sequences;
     causal=False is the bidirectional encoder case. Returns [T, Hq, D] in q's dtype.
     """
-    _checks.check_prefill_attention(q, k, v, cu_seqlens, scale, causal)
     return _launch(q, k, v, cu_seqlens, scale, causal, None)
 
 
+@_checks.checked(_checks.check_paged_prefill_attention)
 def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
     """Causal attention of each sequence's new tokens over its paged cache.
 
@@ -244,7 +245,4 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, con
     cache (k_cache/v_cache [num_blocks, block_size, Hkv, D], rows listed by block_tables[b])
     already holds context_lens[b] rows: the cached prefix plus the new tokens.
     """
-    _checks.check_paged_prefill_attention(
-        q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale
-    )
     return _launch(q, k_cache, v_cache, cu_seqlens_q, scale, True, (block_tables, context_lens))

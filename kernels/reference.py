@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from . import _checks
 
 
+@_checks.checked(_checks.check_store_kv)
 def store_kv(k, v, k_cache, v_cache, slot_mapping):
     """Write k/v rows [N, Hkv, D] into cache slot `slot_mapping[i]`; slot -1 is skipped.
 
     A slot is `block * block_size + offset` in a cache [num_blocks, block_size, Hkv, D].
     """
-    _checks.check_store_kv(k, v, k_cache, v_cache, slot_mapping)
     keep = slot_mapping >= 0
     slots = slot_mapping[keep].long()
     block_size = k_cache.shape[1]
@@ -69,22 +69,22 @@ def _pad(x, seq, offset, batch, length):
     return out
 
 
+@_checks.checked(_checks.check_decode_attention)
 def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale):
     """One query token per sequence, q [B, Hq, D], over its first context_lens[b] cached rows."""
-    _checks.check_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
     length = int(context_lens.max()) if q.shape[0] else 0
     key_valid = torch.arange(length, device=q.device)[None, :] < context_lens[:, None]
     k, v = _paged_rows(k_cache, v_cache, block_tables, context_lens, length)
     return _attend(q[:, None], k, v, scale, key_valid[:, None, :])[:, 0].to(q.dtype)
 
 
+@_checks.checked(_checks.check_prefill_attention)
 def prefill_attention(q, k, v, cu_seqlens, scale, causal):
     """Packed variable-length attention: sequence i owns rows cu_seqlens[i]:cu_seqlens[i+1].
 
     q [T, Hq, D], k/v [T, Hkv, D]; no attention across sequences; causal=False is the
     bidirectional encoder case.
     """
-    _checks.check_prefill_attention(q, k, v, cu_seqlens, scale, causal)
     seq, offset, lengths = _packed_index(cu_seqlens)
     if q.shape[0] == 0:
         return q.clone()
@@ -99,6 +99,7 @@ def prefill_attention(q, k, v, cu_seqlens, scale, causal):
     return out[seq, offset].to(q.dtype)
 
 
+@_checks.checked(_checks.check_paged_prefill_attention)
 def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale):
     """Causal attention of new query tokens over a paged cache that already holds their keys.
 
@@ -107,9 +108,6 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, con
     so query i sits at position context_lens[b] - n_b + i and sees the keys up to it.
     This serves chunked prefill and prefix-cache hits; n_b = 1 is a decode step.
     """
-    _checks.check_paged_prefill_attention(
-        q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale
-    )
     seq, offset, lengths = _packed_index(cu_seqlens_q)
     if q.shape[0] == 0:
         return q.clone()
@@ -129,9 +127,9 @@ def _add_residual(x, residual):
     return x if residual is None else x + residual
 
 
+@_checks.checked(_checks.check_rms_norm)
 def rms_norm(x, weight, eps, residual=None):
     """y = x / sqrt(mean(x^2) + eps) * weight; with a residual, h = x + residual, returns (y, h)."""
-    _checks.check_norm(x, weight, None, eps, residual)
     h = _add_residual(x, residual)
     hf = h.float()
     y = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
@@ -139,15 +137,16 @@ def rms_norm(x, weight, eps, residual=None):
     return y if residual is None else (y, h)
 
 
+@_checks.checked(_checks.check_layer_norm)
 def layer_norm(x, weight, bias, eps, residual=None):
     """y = (x - mean) / sqrt(var + eps) * weight + bias; with a residual, returns (y, h)."""
-    _checks.check_norm(x, weight, bias, eps, residual)
     h = _add_residual(x, residual)
     b = None if bias is None else bias.float()
     y = F.layer_norm(h.float(), (h.shape[-1],), weight.float(), b, eps).to(x.dtype)
     return y if residual is None else (y, h)
 
 
+@_checks.checked(_checks.check_rotary)
 def rotary_embedding(q, k, positions, cos_cache, sin_cache):
     """Rotate q [T, Hq, D] and k [T, Hkv, D] by their positions (GPT-NeoX / Llama layout).
 
@@ -155,7 +154,6 @@ def rotary_embedding(q, k, positions, cos_cache, sin_cache):
     with cos/sin = cos_cache[pos], sin_cache[pos] of shape [D/2] (fp32; rope scaling such as
     llama3's is folded into the tables). Returns new tensors (q_rot, k_rot).
     """
-    _checks.check_rotary(q, k, positions, cos_cache, sin_cache)
     cos = cos_cache[positions.long()][:, None, :]
     sin = sin_cache[positions.long()][:, None, :]
 
@@ -166,16 +164,16 @@ def rotary_embedding(q, k, positions, cos_cache, sin_cache):
     return rotate(q), rotate(k)
 
 
+@_checks.checked(_checks.check_gated)
 def silu_and_mul(x):
     """SwiGLU: x [..., 2I] = [gate | up] -> silu(gate) * up of shape [..., I]."""
-    _checks.check_gated(x)
     gate, up = x.float().chunk(2, dim=-1)
     return (F.silu(gate) * up).to(x.dtype)
 
 
+@_checks.checked(_checks.check_gelu)
 def gelu(x, approximate="none"):
     """GELU with the exact erf form ("none", BERT) or the tanh approximation ("tanh", GPT-2)."""
-    _checks.check_gelu(x, approximate)
     return F.gelu(x.float(), approximate=approximate).to(x.dtype)
 
 
@@ -227,6 +225,7 @@ def top_k_top_p_mask(logits, temperature, top_k, top_p):
     return allowed & (probs >= p_min)
 
 
+@_checks.checked(_checks.check_sample)
 def sample(logits, temperature, top_k, top_p, seeds):
     """Draw one token per row, int64 [B], from logits [B, V].
 
@@ -235,7 +234,6 @@ def sample(logits, temperature, top_k, top_p, seeds):
     argmax(logits / T - log(-log(u))) with u = uniform_noise(seeds), an exact sample from
     softmax(logits / T) restricted to top_k_top_p_mask.
     """
-    _checks.check_sample(logits, temperature, top_k, top_p, seeds)
     greedy = logits.float().argmax(dim=-1)
     allowed = top_k_top_p_mask(logits, temperature, top_k, top_p)
     gumbel = -torch.log(-torch.log(uniform_noise(seeds, logits.shape[1])))
@@ -244,13 +242,13 @@ def sample(logits, temperature, top_k, top_p, seeds):
     return torch.where(temperature > 0, drawn, greedy)
 
 
+@_checks.checked(_checks.check_logits)
 def confidence_argmax(logits):
     """Per row of logits [B, V]: (argmax token int64 [B], its softmax probability fp32 [B]).
 
     The probability of the argmax is 1 / sum_j exp(x_j - max): no softmax is materialised.
     Ties go to the lowest index, as torch.argmax does.
     """
-    _checks.check_logits(logits)
     x = logits.float()
     token = x.argmax(dim=-1)
     m = x.max(dim=-1, keepdim=True).values

@@ -52,13 +52,13 @@ def _unit_last_stride(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+@_checks.checked(_checks.check_rotary)
 def rotary_embedding(q, k, positions, cos_cache, sin_cache):
     """Return (q_rot, k_rot) for q [T, Hq, D], k [T, Hkv, D] at `positions` [T]; inputs are not modified.
 
     q and k may be strided views (e.g. slices of a fused qkv projection) as long as head_dim
     is contiguous; positions must index rows of cos_cache / sin_cache [P, D/2].
     """
-    _checks.check_rotary(q, k, positions, cos_cache, sin_cache)
     q_out = _alloc.empty(q.shape, q.dtype, q.device)
     k_out = _alloc.empty(k.shape, k.dtype, k.device)
     n_tokens, half = q.shape[0], q.shape[2] // 2

@@ -260,9 +260,9 @@ def _rows_per_program(batch, block):
     return min(triton.next_power_of_2(batch), max(1, 2**20 // (block * PROBES)))
 
 
+@_checks.checked(_checks.check_sample)
 def sample(logits, temperature, top_k, top_p, seeds):
     """Draw one token per row, int64 [B], from logits [B, V]; see `kernels.reference.sample`."""
-    _checks.check_sample(logits, temperature, top_k, top_p, seeds)
     logits = logits if logits.stride(1) == 1 else logits.contiguous()
     batch, vocab = logits.shape
     out = _alloc.empty((batch,), torch.int64, logits.device)

@@ -37,9 +37,9 @@ def _store_kv_kernel(
     tl.store(v_cache_ptr + dst, v, mask=mask)
 
 
+@_checks.checked(_checks.check_store_kv)
 def store_kv(k, v, k_cache, v_cache, slot_mapping):
     """Write k/v rows [N, Hkv, D] into their cache slots in place; slot -1 is skipped."""
-    _checks.check_store_kv(k, v, k_cache, v_cache, slot_mapping)
     if k_cache.stride() != v_cache.stride():
         raise ValueError(
             f"v_cache must have the strides of k_cache {k_cache.stride()}, got {v_cache.stride()}"
