@@ -138,6 +138,17 @@ class Engine:
 
     # ---- running -----------------------------------------------------------------------
 
+    def stats(self) -> dict:
+        """The engine's counters: requests running and waiting, KV blocks (blocks held only
+        by the prefix cache count as free) and preemptions so far."""
+        if self.kind == "masked":
+            ex = self.executor
+            return {"num_running": len(ex.running), "num_waiting": len(ex.waiting), "num_kv_blocks": 0,
+                    "num_free_kv_blocks": 0, "num_preemptions": 0}
+        s, bm = self.scheduler, self.block_manager
+        return {"num_running": len(s.running), "num_waiting": len(s.waiting), "num_kv_blocks": bm.num_blocks,
+                "num_free_kv_blocks": bm.num_free_blocks, "num_preemptions": s.num_preemptions}
+
     def has_unfinished(self) -> bool:
         if self.kind == "masked":
             return self.executor.has_unfinished()
@@ -234,6 +245,16 @@ class LLM:
 
     def __init__(self, model, **config):
         self.engine = Engine(model, **config)
+
+    def close(self) -> None:
+        """Release the engine (and, with tensor parallelism, end its worker processes)."""
+        self.engine = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @property
     def tokenizer(self):

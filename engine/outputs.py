@@ -43,6 +43,8 @@ class RequestOutput:
 
     token_ids holds generated tokens only (AR: new tokens; mask-predict: the N target
     slots); text is their decoding (mask-predict: up to the first end-of-sequence token).
+    A request that failed while running finishes with finish_reason "error" and the
+    message in `error`; the engine's other requests go on.
     """
 
     request_id: str
@@ -54,3 +56,4 @@ class RequestOutput:
     finish_reason: str | None = None
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
     logprobs: list[dict[int, float]] | None = None
+    error: str | None = None
