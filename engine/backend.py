@@ -8,6 +8,7 @@ layer of every step.
 from types import SimpleNamespace
 
 import kernels
+from engine.attention import ATTENTION_BACKENDS
 from kernels import reference
 
 BACKENDS = ("triton", "torch")
@@ -19,8 +20,10 @@ def default_backend(device: str) -> str:
 
 
 def get_ops(name: str) -> SimpleNamespace:
-    """The kernel functions (store_kv, decode_attention, ...) a model calls, without checks."""
+    """The kernel functions (rms_norm, sample, ...) a model calls, without checks, and the
+    attention backend (`ops.attention`) its attention layers call."""
     if name not in BACKENDS:
         raise ValueError(f"kernel_backend must be one of {BACKENDS}, got {name!r}")
     module = kernels if name == "triton" else reference
-    return SimpleNamespace(**{fn: getattr(module, fn).unchecked for fn in kernels.__all__}, name=name)
+    functions = {fn: getattr(module, fn).unchecked for fn in kernels.__all__}
+    return SimpleNamespace(**functions, name=name, attention=ATTENTION_BACKENDS[name]())

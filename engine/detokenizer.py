@@ -1,4 +1,4 @@
-"""Incremental detokenization of a whole step's new tokens in two batched decode calls.
+"""Incremental detokenization: a request's new tokens to text in one batched decode call.
 
 Each request keeps a window of ids: [prefix_offset, read_offset) is text already emitted,
 [read_offset, end) is new. The new text is decode(window) minus decode(prefix part), so a
@@ -8,6 +8,10 @@ reaching back past tokens that decode to nothing (skipped special tokens), so th
 before the next word is not lost. Decoding every request's
 window in one call of the fast tokenizer's Rust backend (with the same clean-up HF's decode
 applies) keeps per-token Python overhead off the decode loop.
+
+The engine advances a request's text only when it is needed: every step for a request with
+stop strings, otherwise when an output's text is read (`text_at`), which catches up over all
+tokens since the last read in one window.
 """
 
 
@@ -26,21 +30,35 @@ class IncrementalDetokenizer:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
-    def update(self, requests) -> None:
-        """Extend each request's `text` by the characters of its newly generated tokens."""
+    def advance(self, requests, upto=None) -> None:
+        """Extend each request's `text` by the characters of its output tokens up to upto[i]
+        (default: all of them), in one batched decode call."""
         if self.tokenizer is None or not requests:
             return
         prefixes, fulls = [], []
-        for req in requests:
-            ids = req.output_token_ids
-            prefixes.append(ids[req.detok_prefix_offset : req.detok_read_offset])
-            fulls.append(ids[req.detok_prefix_offset :])
+        for i, req in enumerate(requests):
+            base = req.num_prompt_tokens
+            end = len(req.all_token_ids) if upto is None else base + upto[i]
+            ids = req.all_token_ids
+            prefixes.append(ids[base + req.detok_prefix_offset : base + req.detok_read_offset])
+            fulls.append(ids[base + req.detok_prefix_offset : end])
         decoded = batch_decode(self.tokenizer, prefixes + fulls)
-        for req, prefix, full in zip(requests, decoded[: len(requests)], decoded[len(requests):]):
-            if full.endswith("\ufffd"):
+        for i, (req, prefix, full) in enumerate(zip(requests, decoded[: len(requests)], decoded[len(requests):])):
+            if full.endswith("\ufffd"):  # an incomplete UTF-8 character waits for its next token
                 continue
             new_text = full[len(prefix):]
             req.text += new_text
             if new_text:  # tokens without text (skipped specials) stay in the window as context
                 req.detok_prefix_offset = req.detok_read_offset
-            req.detok_read_offset = len(req.output_token_ids)
+            req.detok_read_offset = req.num_generated if upto is None else upto[i]
+
+    def text_at(self, req, num_generated: int) -> str:
+        """The request's text after its first `num_generated` output tokens."""
+        if self.tokenizer is None:
+            return ""
+        if req.detok_read_offset > num_generated:  # an old output read late: decode it afresh
+            base = req.num_prompt_tokens
+            return batch_decode(self.tokenizer, [req.all_token_ids[base : base + num_generated]])[0]
+        if req.detok_read_offset < num_generated:
+            self.advance([req], [num_generated])
+        return req.text

@@ -1,5 +1,9 @@
 """Paged KV cache: a block allocator with reference counts and prefix caching, and the tensors.
 
+Every admitted request holds a row of `block_tables`, an int32 array [rows, max_blocks] that
+mirrors its `block_table` list, so a step reads the tables of its batch with one fancy index
+instead of rebuilding them from lists.
+
 Prefix caching: once every token of a full block has been computed, the block is sealed
 under the hash of its content chained to its parent's hash, hash(parent_hash, tokens), so a
 later request whose tokens start the same way reuses the block instead of recomputing it.
@@ -8,6 +12,7 @@ allocation needs it; the least recently released one is evicted first.
 """
 from collections import OrderedDict, deque
 
+import numpy as np
 import torch
 
 from engine.request import Request
@@ -26,6 +31,8 @@ class BlockManager:
         self.free_ids = deque(range(num_blocks))  # unreferenced and not in the prefix cache
         self.evictable: OrderedDict[int, None] = OrderedDict()  # cached, unreferenced; LRU first
         self.cached: dict[int, int] = {}  # block hash -> block id
+        self.block_tables = np.zeros((8, 8), dtype=np.int32)  # row r: the table of the request holding r
+        self.free_rows: list[int] = list(range(7, -1, -1))
 
     @property
     def num_free_blocks(self) -> int:
@@ -72,7 +79,10 @@ class BlockManager:
         for block in hits:
             self.evictable.pop(block, None)
             self.ref_counts[block] += 1
+        req.row = self._take_row()
         req.block_table = list(hits)
+        self._ensure_width(len(hits))
+        self.block_tables[req.row, : len(hits)] = hits
         req.num_sealed_blocks = len(hits)
         self.append_slots(req, num_tokens)
 
@@ -81,10 +91,16 @@ class BlockManager:
 
     def append_slots(self, req: Request, num_tokens: int) -> None:
         """Grow the request's block table to hold `num_tokens` tokens."""
-        for _ in range(self.blocks_for(num_tokens) - len(req.block_table)):
+        needed = self.blocks_for(num_tokens)
+        if needed <= len(req.block_table):
+            return
+        self._ensure_width(needed)
+        row = self.block_tables[req.row]
+        for i in range(len(req.block_table), needed):
             block = self._take_free_block()
             self.ref_counts[block] = 1
             req.block_table.append(block)
+            row[i] = block
 
     def seal_computed(self, req: Request) -> None:
         """Register the request's newly completed full blocks in the prefix cache."""
@@ -117,6 +133,23 @@ class BlockManager:
                     self.free_ids.append(block)
         req.block_table = []
         req.num_sealed_blocks = 0
+        if req.row is not None:
+            self.free_rows.append(req.row)
+            req.row = None
+
+    def _take_row(self) -> int:
+        if not self.free_rows:  # double the rows; the new ones are handed out lowest first
+            rows = len(self.block_tables)
+            self.block_tables = np.concatenate([self.block_tables, np.zeros_like(self.block_tables)])
+            self.free_rows = list(range(2 * rows - 1, rows - 1, -1))
+        return self.free_rows.pop()
+
+    def _ensure_width(self, num_blocks: int) -> None:
+        width = self.block_tables.shape[1]
+        if num_blocks > width:
+            grown = np.zeros((len(self.block_tables), max(num_blocks, 2 * width)), dtype=np.int32)
+            grown[:, :width] = self.block_tables
+            self.block_tables = grown
 
     def _take_free_block(self) -> int:
         if self.free_ids:
@@ -155,12 +188,22 @@ def num_blocks_for_budget(config, model, dtype, max_model_len) -> int:
 
 
 def allocate_kv_cache(model, num_blocks, block_size, dtype, device):
-    """Per-layer (k_cache, v_cache), each [num_blocks, block_size, Hkv, D], bound to the model's layers."""
-    shape = (model.num_layers, num_blocks, block_size, model.num_kv_heads, model.head_dim)
-    k_cache = torch.empty(shape, dtype=dtype, device=device)
-    v_cache = torch.empty(shape, dtype=dtype, device=device)
+    """Per-layer (k_cache, v_cache), each [num_blocks, block_size, Hkv, D], bound to the model's
+    layers. The layers' shapes are checked here once, so the kernels run unchecked per step.
+    Zeroed, so a graph's padding rows (which read block 0) stay finite."""
     layers = list(model.attention_layers())
-    assert len(layers) == model.num_layers, "one attention layer per model layer"
+    if len(layers) != model.num_layers:
+        raise ValueError(f"the model lists {len(layers)} attention layers for {model.num_layers} layers")
+    for i, layer in enumerate(layers):
+        if (layer.num_kv_heads, layer.head_dim) != (model.num_kv_heads, model.head_dim):
+            raise ValueError(f"attention layer {i} has {layer.num_kv_heads} kv heads of {layer.head_dim}, "
+                             f"the cache {model.num_kv_heads} of {model.head_dim}")
+        if layer.num_heads % layer.num_kv_heads:
+            raise ValueError(f"attention layer {i}: {layer.num_heads} query heads are not a multiple "
+                             f"of its {layer.num_kv_heads} kv heads")
+    shape = (model.num_layers, num_blocks, block_size, model.num_kv_heads, model.head_dim)
+    k_cache = torch.zeros(shape, dtype=dtype, device=device)
+    v_cache = torch.zeros(shape, dtype=dtype, device=device)
     for i, layer in enumerate(layers):
         layer.k_cache, layer.v_cache = k_cache[i], v_cache[i]
     return k_cache, v_cache

@@ -37,23 +37,23 @@ The best score wins, the first listed on ties; the metrics and text are that seq
 Metrics: nfe = passes run; tokens_per_pass[i] = slots masked before pass i minus after it
 (sums to N); pass_texts = the text after each pass, masked slots shown as the mask token.
 """
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, replace
 
 import torch
 
+from engine.attention import AttentionMetadata
 from engine.detokenizer import batch_decode
 from engine.mask_schedule import (
     SAMPLE_STREAM, masked_after, most_confident, lowest_confidence, num_blocks,
     random_slots, split_blocks,
 )
+from engine.output_processor import describe
 from engine.outputs import RequestMetrics, RequestOutput
 from engine.params import MaskPredictParams
 from engine.profiling import ranged
 from engine.seeding import mix_seed
-from engine.validation import check_token_ids
 
 
 class SequenceRefinement:
@@ -169,27 +169,22 @@ class MaskPredictExecutor:
         banned = [i for i in tok.all_special_ids if i != self.eos_id and i < self.vocab_size]
         self.banned = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
         self.banned[banned] = True
-        self.seed_source = random.Random(config.seed)
         self.waiting: deque[_Request] = deque()
         self.running: list[_Request] = []
 
+    params_type = MaskPredictParams
+    add_special_tokens = False  # the executor frames the prompt with its own template
+
     # ---- requests -------------------------------------------------------------------------
 
-    def add(self, request_id, prompt, prompt_token_ids, params, arrival_time=None):
-        """Validate and queue a request; ValueError/TypeError name what is wrong."""
-        if not isinstance(params, MaskPredictParams):
-            raise TypeError(
-                f"a masked LM decodes with MaskPredictParams, got {type(params).__name__} "
-                "(SamplingParams are for causal LMs)"
-            )
-        if any(r.request_id == request_id for r in (*self.waiting, *self.running)):
-            raise ValueError(f"request_id {request_id!r} is already in use")
-        ids = self._prompt_ids(prompt, prompt_token_ids)
+    def check_request(self, prompt_token_ids, params) -> None:
+        """ValueError when the request could never fit the model's positions or one pass."""
+        n = len(prompt_token_ids)
         for length in params.lengths:
-            total = len(ids) + length + 2
+            total = n + length + 2
             if total > self.max_positions:
                 raise ValueError(
-                    f"prompt ({len(ids)} tokens) + length {length} + 2 special tokens = {total} "
+                    f"prompt ({n} tokens) + length {length} + 2 special tokens = {total} "
                     f"exceeds the model's max positions ({self.max_positions})"
                 )
             blocks = num_blocks(length, params.block_size)
@@ -198,7 +193,7 @@ class MaskPredictExecutor:
                     f"iterations ({params.iterations}) must be >= the number of blocks ({blocks}) "
                     f"of length {length} in blocks of block_size {params.block_size}"
                 )
-        need = sum(len(ids) + n + 2 for n in params.lengths)
+        need = sum(n + length + 2 for length in params.lengths)
         if need > self.config.max_num_batched_tokens:
             raise ValueError(
                 f"the request needs {need} tokens per pass, more than max_num_batched_tokens "
@@ -208,23 +203,14 @@ class MaskPredictExecutor:
             raise ValueError(
                 f"length_candidates ({len(params.lengths)}) exceed max_num_seqs ({self.config.max_num_seqs})"
             )
-        seed = params.seed if params.seed is not None else self.seed_source.getrandbits(63)
-        arrival = time.perf_counter() if arrival_time is None else arrival_time
+
+    def add(self, request_id, prompt, prompt_token_ids, params, seed, arrival_time) -> None:
         self.waiting.append(_Request(
-            request_id, prompt, ids, params, seed,
+            request_id, prompt, list(prompt_token_ids), params, seed,
             [SequenceRefinement(params, n, seed, self.mask_id) for n in params.lengths],
-            RequestMetrics(arrival_time=arrival, prompt_tokens=len(ids)),
+            RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids)),
             [[] for _ in params.lengths],
         ))
-
-    def _prompt_ids(self, prompt, prompt_token_ids):
-        if prompt_token_ids is None:
-            if not isinstance(prompt, str):
-                raise TypeError(f"prompt must be a str or token ids must be given, got {type(prompt).__name__}")
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if not isinstance(prompt_token_ids, (list, tuple)):
-            raise TypeError(f"prompt_token_ids must be a list of ints, got {type(prompt_token_ids).__name__}")
-        return check_token_ids("prompt_token_ids", prompt_token_ids, self.vocab_size)
 
     def abort(self, request_id) -> bool:
         for queue in (self.waiting, self.running):
@@ -236,6 +222,24 @@ class MaskPredictExecutor:
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
+
+    def stats(self) -> dict:
+        """Mask-predict keeps no KV cache: its block counters are 0."""
+        return {"num_running": len(self.running), "num_waiting": len(self.waiting), "num_kv_blocks": 0,
+                "num_free_kv_blocks": 0, "num_preemptions": 0}
+
+    def fail_all(self, message: str) -> list[RequestOutput]:
+        """Finish every request with `message` and start afresh."""
+        requests = [*self.running, *self.waiting]
+        self.running, self.waiting = [], deque()
+        return [self._failed(r, message) for r in requests]
+
+    def _failed(self, request, message) -> RequestOutput:
+        request.metrics.finished_time = time.perf_counter()
+        seq = request.sequences[0]
+        return RequestOutput(request.request_id, request.prompt, list(request.prompt_token_ids),
+                             list(seq.tokens), "", finished=True, finish_reason="error",
+                             metrics=request.metrics, error=message)
 
     # ---- one pass -------------------------------------------------------------------------
 
@@ -258,12 +262,29 @@ class MaskPredictExecutor:
             tokens, count = tokens + need, count + len(request.sequences)
 
     def step(self) -> list[RequestOutput]:
-        """Run one encoder pass over the admitted requests; an output for each of them."""
+        """Run one encoder pass over the admitted requests; an output for each of them.
+
+        If the pass raises, each request runs its pass alone; one that fails alone finishes
+        with finish_reason "error" and the others go on (nothing changes before a pass's
+        predictions are all computed)."""
         with ranged("schedule"):
             self._admit()
         if not self.running:
             return []
-        live = [(r, s) for r in self.running for s in r.sequences if not s.finished]
+        try:
+            return self._pass(list(self.running))
+        except Exception:  # noqa: BLE001 - find the request(s) that caused it
+            outputs = []
+            for request in list(self.running):
+                try:
+                    outputs += self._pass([request])
+                except Exception as error:  # noqa: BLE001
+                    self.running.remove(request)
+                    outputs.append(self._failed(request, describe(error)))
+            return outputs
+
+    def _pass(self, requests) -> list[RequestOutput]:
+        live = [(r, s) for r in requests for s in r.sequences if not s.finished]
         # a sequence with nothing masked in its block (more passes than slots to fill) takes a
         # no-op pass without the encoder, unless its last pass's scores are needed
         packed = [(r, s) for r, s in live if s.slots_to_predict() or len(r.sequences) > 1]
@@ -302,9 +323,9 @@ class MaskPredictExecutor:
                 if request.params.return_pass_texts:
                     request.pass_texts[request.sequences.index(seq)] += self._render([seq.tokens])
         with ranged("detokenize"):
-            texts = self._render([r.sequences[r.shown()].tokens for r in self.running])
+            texts = self._render([r.sequences[r.shown()].tokens for r in requests])
         outputs = []
-        for request, text in zip(list(self.running), texts):
+        for request, text in zip(requests, texts):
             if request.metrics.first_token_time is None:
                 request.metrics.first_token_time = now
             if request.finished:
@@ -315,11 +336,8 @@ class MaskPredictExecutor:
 
     def _encode(self, ids, positions, bounds):
         device = self.device
-        return self.model(
-            torch.tensor(ids, device=device),
-            torch.tensor(positions, device=device),
-            torch.tensor(bounds, dtype=torch.int32, device=device),
-        )
+        meta = AttentionMetadata("encoder", torch.tensor(bounds, dtype=torch.int32, device=device))
+        return self.model(torch.tensor(ids, device=device), torch.tensor(positions, device=device), meta)
 
     def _head_logits(self, hidden, rows):
         """The MLM head at `rows` only; special tokens (but eos) can never be predicted."""
@@ -350,13 +368,13 @@ class MaskPredictExecutor:
                 torch.tensor(top_p, dtype=torch.float32, device=device),
                 torch.tensor(seeds, dtype=torch.int64, device=device),
             )
-            probs = torch.softmax(logits[index], dim=-1).gather(1, drawn[:, None])[:, 0]
+            probs = torch.softmax(logits[index].float(), dim=-1).gather(1, drawn[:, None])[:, 0]
             tokens[index], confidence[index] = drawn, probs
         return tokens, confidence
 
     @staticmethod
     def _mean_log_prob(logits, tokens):
-        log_probs = torch.log_softmax(logits, dim=-1)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
         picked = log_probs.gather(1, torch.tensor(tokens, device=logits.device)[:, None])
         return picked.mean().item()
 

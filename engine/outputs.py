@@ -37,7 +37,6 @@ class RequestMetrics:
         return (self.finished_time - self.first_token_time) / (self.generated_tokens - 1)
 
 
-@dataclass
 class RequestOutput:
     """A request's state after a step; `finished` outputs are final.
 
@@ -45,15 +44,47 @@ class RequestOutput:
     slots); text is their decoding (mask-predict: up to the first end-of-sequence token).
     A request that failed while running finishes with finish_reason "error" and the
     message in `error`; the engine's other requests go on.
+
+    `text` may be given as a str or computed on first read by `detokenize()`: the engine
+    decodes text only where someone reads it, not for every running request every step.
     """
 
-    request_id: str
-    prompt: str | None
-    prompt_token_ids: list[int]
-    token_ids: list[int]
-    text: str
-    finished: bool
-    finish_reason: str | None = None
-    metrics: RequestMetrics = field(default_factory=RequestMetrics)
-    logprobs: list[dict[int, float]] | None = None
-    error: str | None = None
+    __slots__ = ("request_id", "prompt", "prompt_token_ids", "token_ids", "_text", "_detokenize",
+                 "finished", "finish_reason", "metrics", "logprobs", "error")
+
+    def __init__(self, request_id: str, prompt: str | None, prompt_token_ids: list[int],
+                 token_ids: list[int], text: str | None = None, finished: bool = False,
+                 finish_reason: str | None = None, metrics: RequestMetrics | None = None,
+                 logprobs: list[dict[int, float]] | None = None, error: str | None = None,
+                 detokenize=None):
+        self.request_id = request_id
+        self.prompt = prompt
+        self.prompt_token_ids = prompt_token_ids
+        self.token_ids = token_ids
+        self._text, self._detokenize = text, detokenize
+        self.finished = finished
+        self.finish_reason = finish_reason
+        self.metrics = RequestMetrics() if metrics is None else metrics
+        self.logprobs = logprobs
+        self.error = error
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = "" if self._detokenize is None else self._detokenize()
+            self._detokenize = None
+        return self._text
+
+    def __repr__(self):
+        return (f"RequestOutput(request_id={self.request_id!r}, token_ids={self.token_ids!r}, "
+                f"text={self.text!r}, finished={self.finished}, finish_reason={self.finish_reason!r}"
+                + (f", error={self.error!r})" if self.error else ")"))
+
+
+class RequestError(RuntimeError):
+    """Raised by LLM.generate when a request failed inside the engine; `outputs` holds every
+    output of the call (the failed ones with finish_reason "error"), in input order."""
+
+    def __init__(self, message: str, outputs: list[RequestOutput]):
+        super().__init__(message)
+        self.outputs = outputs

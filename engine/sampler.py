@@ -1,14 +1,17 @@
 """Turns the logits of the requests that sample this step into their next tokens.
 
-Per-row parameters go to the backend's `sample` kernel. The seed of a row at a step is
-mix_seed(request seed, tokens generated so far) (engine/seeding.py), so a seeded request
-draws the same tokens whatever else shares its batch. Until min_tokens are generated, the
-end-of-sequence and stop tokens are masked out.
+The runner hands over the logits of the sampling rows and their argmax (computed beside the
+LM head, inside the CUDA graph when there is one). An all-greedy step takes the argmax as it
+is; otherwise per-row parameters go to the backend's `sample` kernel. The seed of a row at a
+step is mix_seed(request seed, tokens generated so far) (engine/seeding.py), so a seeded
+request draws the same tokens whatever else shares its batch. Until min_tokens are
+generated, the end-of-sequence and stop tokens are masked out.
 """
+import numpy as np
 import torch
 
 from engine.request import Request
-from engine.seeding import mix_seed
+from engine.seeding import MASK64, mix_seeds
 
 
 class Sampler:
@@ -23,35 +26,41 @@ class Sampler:
             return []
         return p.stop_token_ids + ([] if p.ignore_eos else self.eos_token_ids)
 
-    def __call__(self, logits: torch.Tensor, requests: list[Request]):
-        """logits fp32 [B, V], one row per request -> (tokens list[int], logprobs per row or None)."""
+    def __call__(self, logits: torch.Tensor, greedy: torch.Tensor, requests: list[Request]):
+        """logits [B, V] (model dtype) and their argmax [B], one row per request ->
+        (tokens list[int], logprobs per row or None)."""
         raw = logits
-        banned = [(row, t) for row, req in enumerate(requests) for t in self.banned_tokens(req)]
+        banned = [(row, t) for row, req in enumerate(requests) if req.params.min_tokens
+                  for t in self.banned_tokens(req)]
         if banned:
             logits = logits.clone()
             rows, cols = zip(*banned)
             logits[list(rows), list(cols)] = float("-inf")
-        params = [req.params for req in requests]
-        if all(p.temperature == 0 for p in params):
-            tokens = logits.argmax(dim=-1)  # what sample() does for greedy rows, without its sorts
+            greedy = logits.argmax(dim=-1)
+        if all(req.params.temperature == 0 for req in requests):
+            tokens = greedy
         else:
-            dev = logits.device
-            tokens = self.ops.sample(
-                logits,
-                torch.tensor([p.temperature for p in params], dtype=torch.float32, device=dev),
-                torch.tensor([p.top_k for p in params], dtype=torch.int64, device=dev),
-                torch.tensor([p.top_p for p in params], dtype=torch.float32, device=dev),
-                torch.tensor([mix_seed(r.seed, r.num_generated) for r in requests], dtype=torch.int64, device=dev),
-            )
-        token_list = tokens.tolist()
-        return token_list, self._logprobs(raw, requests, token_list)
+            tokens = self.ops.sample(logits, *self._row_params(requests, logits.device))
+        token_list = tokens.tolist()  # the step's one blocking device -> host copy
+        if any(req.logprobs is not None for req in requests):
+            return token_list, self._logprobs(raw, requests, token_list)
+        return token_list, [None] * len(requests)
+
+    @staticmethod
+    def _row_params(requests, device):
+        n = len(requests)
+        params = [req.params for req in requests]
+        temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32)
+        top_k = torch.tensor([p.top_k for p in params], dtype=torch.int64)
+        top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32)
+        seeds = mix_seeds(np.fromiter((r.seed & MASK64 for r in requests), np.uint64, n),
+                          np.fromiter((r.num_generated for r in requests), np.int64, n))
+        return (t.to(device, non_blocking=True) for t in (temperature, top_k, top_p, torch.from_numpy(seeds)))
 
     @staticmethod
     def _logprobs(raw: torch.Tensor, requests: list[Request], tokens: list[int]):
         """Per row asking for them: {token: logprob} of the sampled token and the top k (temperature 1)."""
         wanted = [row for row, req in enumerate(requests) if req.params.logprobs is not None]
-        if not wanted:
-            return [None] * len(requests)
         logp = torch.log_softmax(raw[wanted].float(), dim=-1)
         k = max(requests[row].params.logprobs for row in wanted)
         top_vals, top_ids = logp.topk(min(k, logp.shape[1]), dim=-1)

@@ -7,24 +7,51 @@ Every step the scheduler picks, under `max_num_batched_tokens` and `max_num_seqs
    preempted (its blocks freed; it recomputes later);
 2. then, if nobody was preempted, waiting requests in arrival order (preempted ones first),
    each with its prompt minus the blocks the prefix cache already holds, chunked to fit.
+A request samples a token at the end of the step when the step computes its last known
+token; the batch records that decision once, for the runner and the sampler alike.
 """
 from collections import deque
 from dataclasses import dataclass, field
 
 from engine.kv_cache import BlockManager
-from engine.request import Request, RequestStatus
+from engine.request import Request
 
 
 @dataclass
 class ScheduledBatch:
-    """The requests of one step, in order, and how many new tokens each computes."""
+    """The requests of one step, in order: how many new tokens each computes from which
+    position, and which of them sample (those whose last known token is in the step)."""
 
     requests: list[Request] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)  # num_computed_tokens when scheduled
+    samples: list[bool] = field(default_factory=list)
 
     def add(self, req: Request, n: int):
+        start = req.num_computed_tokens
         self.requests.append(req)
         self.num_new_tokens.append(n)
+        self.starts.append(start)
+        self.samples.append(start + n == req.num_tokens)
+
+    @property
+    def sampling(self) -> list[Request]:
+        return [req for req, s in zip(self.requests, self.samples) if s]
+
+    @property
+    def is_decode(self) -> bool:
+        """One new token per sequence, each continuing a cached context."""
+        return len(self.requests) == sum(self.num_new_tokens) and all(self.starts)
+
+    def subset(self, indices) -> "ScheduledBatch":
+        """The same step restricted to the requests at `indices` (to rerun them apart)."""
+        sub = ScheduledBatch()
+        for i in indices:
+            sub.requests.append(self.requests[i])
+            sub.num_new_tokens.append(self.num_new_tokens[i])
+            sub.starts.append(self.starts[i])
+            sub.samples.append(self.samples[i])
+        return sub
 
     def __len__(self):
         return len(self.requests)
@@ -81,21 +108,16 @@ class Scheduler:
             if not bm.can_allocate(hits, cached + n):
                 return
             bm.allocate(req, hits, cached + n)
-            req.num_computed_tokens = cached
-            if not req.was_admitted:  # the prefix hits of the prompt, not of a recompute
-                req.metrics.cached_prompt_tokens = cached
-                req.was_admitted = True
+            req.admit(cached)
             self.waiting.popleft()
             self.running.append(req)
-            req.status = RequestStatus.RUNNING
             batch.add(req, n)
             budget -= n
 
     def _preempt(self, req: Request) -> None:
         """Free the request's blocks; it goes back to the front of the queue to recompute."""
         self.block_manager.free(req)
-        req.num_computed_tokens = 0
-        req.status = RequestStatus.PREEMPTED
+        req.preempt()
         self.waiting.appendleft(req)
         self.num_preemptions += 1
 
@@ -106,11 +128,18 @@ class Scheduler:
             self.num_computed_tokens_total += n
             self.block_manager.seal_computed(req)
 
-    def finish(self, req: Request) -> None:
-        """Remove a finished or aborted request, wherever it is, and free its blocks at once."""
+    def remove(self, req: Request) -> None:
+        """Take a finished or aborted request out, wherever it is, and free its blocks at once."""
         if req in self.running:
             self.running.remove(req)
         elif req in self.waiting:
             self.waiting.remove(req)
         self.block_manager.free(req)
-        req.status = RequestStatus.FINISHED
+
+    def remove_all(self) -> list[Request]:
+        """Take every request out (the executor resets after an error it cannot attribute)."""
+        reqs = [*self.running, *self.waiting]
+        for req in reqs:
+            self.block_manager.free(req)
+        self.running, self.waiting = [], deque()
+        return reqs

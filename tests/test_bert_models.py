@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM
 
+from engine.attention import AttentionMetadata
 from engine.models.loader import load_model
 from tests.tiny_masked import FAMILIES, make_masked_lm
 
@@ -48,7 +49,7 @@ def test_packed_batch_matches_hf(checkpoint, backend):
     ]
     ids, positions, cu = pack(sequences)
     with torch.no_grad():
-        hidden = loaded.model(ids, positions, cu)
+        hidden = loaded.model(ids, positions, AttentionMetadata("encoder", cu))
         logits = loaded.model.compute_logits(hidden)
     assert logits.dtype == torch.float32 and logits.shape == (len(ids), loaded.vocab_size)
     for i, seq in enumerate(sequences):
@@ -65,7 +66,7 @@ def test_logits_only_for_asked_rows(checkpoint):
     loaded = load_model(path, dtype="float32", device="cpu", kernel_backend="torch")
     ids, positions, cu = pack([[0, 5, 6, 7, 2, 1], [0, 9, 1]])
     with torch.no_grad():
-        hidden = loaded.model(ids, positions, cu)
+        hidden = loaded.model(ids, positions, AttentionMetadata("encoder", cu))
         full = loaded.model.compute_logits(hidden)
         some = loaded.model.compute_logits(hidden[[1, 3, 7]])
     torch.testing.assert_close(some, full[[1, 3, 7]])

@@ -1,28 +1,51 @@
-"""Incremental detokenization gives the same text as decoding all generated ids at once."""
+"""Incremental detokenization gives the same text as decoding all generated ids at once,
+whether it advances every step or only when a text is read."""
 import random
-from types import SimpleNamespace
 
 import pytest
 
 from engine.detokenizer import IncrementalDetokenizer
+from engine.params import SamplingParams
+from engine.request import Request
 from tests.tokenizer_factory import CAUSAL_SPECIALS, make_tokenizer
 
 
-def _request():
-    return SimpleNamespace(output_token_ids=[], text="", detok_prefix_offset=0, detok_read_offset=0)
+def _request(prompt_len=3):
+    return Request("r", None, list(range(prompt_len)), SamplingParams(), seed=0, arrival_time=0.0)
+
+
+def _tokenizer(clean_up):
+    tok = make_tokenizer(CAUSAL_SPECIALS, 120)
+    tok.clean_up_tokenization_spaces = clean_up
+    return tok
 
 
 @pytest.mark.parametrize("clean_up", [False, True])
 def test_incremental_text_equals_full_decode(clean_up):
-    tok = make_tokenizer(CAUSAL_SPECIALS, 120)
-    tok.clean_up_tokenization_spaces = clean_up
+    tok = _tokenizer(clean_up)
     detok = IncrementalDetokenizer(tok)
     rng = random.Random(0)
-    requests = [_request() for _ in range(8)]
+    requests = [_request(prompt_len=i) for i in range(1, 9)]
     # words, punctuation that clean-up joins, and special tokens that decode to nothing
     for _ in range(25):
         for req in requests:
-            req.output_token_ids.append(rng.randrange(len(tok)))
-        detok.update(requests)
+            req.append_token(rng.randrange(len(tok)), None, 0.0)
+        detok.advance(requests)
     for req in requests:
         assert req.text == tok.decode(req.output_token_ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("clean_up", [False, True])
+def test_lazy_reads_at_any_point_equal_full_decode(clean_up):
+    """text_at(n) after reads at random, sparse points (the engine's lazy text), and an old
+    point read after later ones, all equal decoding the first n tokens."""
+    tok = _tokenizer(clean_up)
+    detok = IncrementalDetokenizer(tok)
+    rng = random.Random(1)
+    req = _request()
+    for n in range(1, 60):
+        req.append_token(rng.randrange(len(tok)), None, 0.0)
+        if rng.random() < 0.3:
+            assert detok.text_at(req, n) == tok.decode(req.output_token_ids[:n], skip_special_tokens=True)
+    old = 7
+    assert detok.text_at(req, old) == tok.decode(req.output_token_ids[:old], skip_special_tokens=True)

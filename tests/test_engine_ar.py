@@ -84,10 +84,11 @@ def test_stress_preemption_matches_requests_run_alone(checkpoints):
                 got[ids[out.request_id]] = out.token_ids
                 cached_tokens += out.metrics.cached_prompt_tokens
     assert len(got) == len(requests)
-    assert engine.scheduler.num_preemptions > 0
+    stats = engine.stats()
+    assert stats["num_preemptions"] > 0
     assert cached_tokens > 0
-    bm = engine.block_manager
-    assert bm.num_free_blocks == bm.num_blocks and all(c == 0 for c in bm.ref_counts)
+    assert stats["num_free_kv_blocks"] == stats["num_kv_blocks"]
+    assert all(c == 0 for c in engine.executor.block_manager.ref_counts)
 
     solo = Engine(path, block_size=4, num_kv_blocks=24, max_num_seqs=1, enable_prefix_caching=False)
     for i, (p, n) in enumerate(requests):
@@ -109,7 +110,7 @@ def test_prefix_caching_same_outputs_fewer_prefill_tokens(checkpoints):
     for caching in (True, False):
         llm = LLM(path, block_size=4, num_kv_blocks=64, enable_prefix_caching=caching)
         outs = llm.generate(first, params) + llm.generate(later, params)
-        results[caching] = (outs, llm.engine.scheduler.num_computed_tokens_total)
+        results[caching] = (outs, llm.engine.stats()["num_computed_tokens"])
     (cached_outs, cached_work), (plain_outs, plain_work) = results[True], results[False]
     assert [o.token_ids for o in cached_outs] == [o.token_ids for o in plain_outs]
     assert [o.metrics.cached_prompt_tokens for o in cached_outs] == [0, 24, 12, 24]
@@ -163,7 +164,7 @@ def test_eos_stops_unless_ignored(checkpoints):
     path = checkpoints["llama"]
     llm = LLM(path, num_kv_blocks=32, block_size=4)
     free = llm.generate([PROMPTS[0]], SamplingParams(max_tokens=6, **GREEDY))[0]
-    llm.engine.sampler.eos_token_ids = [free.token_ids[1]]  # make the model's second token its EOS
+    llm.engine.executor.eos_token_ids[:] = [free.token_ids[1]]  # make the model's second token its EOS
     out = llm.generate([PROMPTS[0]], SamplingParams(max_tokens=6, temperature=0.0))[0]
     assert out.token_ids == free.token_ids[:2] and out.finish_reason == "stop"
     ignored = llm.generate([PROMPTS[0]], SamplingParams(max_tokens=6, **GREEDY))[0]
@@ -211,7 +212,7 @@ def test_abort_frees_blocks_and_others_continue(checkpoints):
     while engine.has_unfinished():
         outs += engine.step()
     assert {o.request_id for o in outs} == {keep}
-    assert engine.block_manager.num_free_blocks == 32
+    assert engine.stats()["num_free_kv_blocks"] == 32
     assert outs[-1].token_ids == hf_greedy(path, [PROMPTS[1]], 6)[0]
 
 
@@ -223,5 +224,5 @@ def test_cuda_graph_decode_matches_eager(checkpoints):
     graphs = LLM(path, device="cuda", dtype="float32", num_kv_blocks=128, block_size=4)
     eager = LLM(path, device="cuda", dtype="float32", num_kv_blocks=128, block_size=4, enforce_eager=True)
     got = [o.token_ids for o in graphs.generate(prompts, params)]
-    assert graphs.engine.runner.graphs is not None and graphs.engine.runner.graphs.graphs
+    assert graphs.engine.executor.runner.graphs is not None and graphs.engine.executor.runner.graphs.graphs
     assert got == [o.token_ids for o in eager.generate(prompts, params)]

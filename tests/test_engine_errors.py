@@ -57,7 +57,7 @@ def test_bad_request_rejected_without_disturbing_requests_in_flight(gpt2, engine
         engine.add_request(prompt, params)
     finished = run_to_end(engine)
     assert list(finished) == [rid] and finished[rid].token_ids == reference
-    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    assert engine.stats()["num_free_kv_blocks"] == engine.stats()["num_kv_blocks"]
 
 
 def test_request_bigger_than_the_whole_cache_is_rejected(gpt2):

@@ -31,10 +31,17 @@ def executor(checkpoint, backend="torch", **config):
     return MaskPredictExecutor(loaded, config, get_ops(backend))
 
 
+def add(ex, request_id, ids, params, arrival_time=0.0):
+    """What Engine.add_request does after its own checks: the executor's fit check, then add
+    (seed 0 for requests that bring none)."""
+    ex.check_request(ids, params)
+    ex.add(request_id, None, ids, params, 0 if params.seed is None else params.seed, arrival_time)
+
+
 def run(ex, requests):
     """Add (id, prompt_ids, params) requests, step to the end; final outputs by id."""
     for request_id, ids, params in requests:
-        ex.add(request_id, None, ids, params)
+        add(ex, request_id, ids, params)
     return drain(ex)
 
 
@@ -194,13 +201,13 @@ def test_mixed_batch_equals_each_alone_and_joining_mid_flight(checkpoint):
     alone = {rid: run(executor(checkpoint), [(rid, ids, p)])[rid].token_ids for rid, ids, p in requests}
     ex = executor(checkpoint)
     for rid, ids, p in requests[:2]:
-        ex.add(rid, None, ids, p)
+        add(ex, rid, ids, p)
     done, ran = {}, []
     for step in range(len(requests) - 2):
         outs = ex.step()
         ran.append({o.request_id for o in outs})
         done.update({o.request_id: o for o in outs if o.finished})
-        ex.add(*requests[2 + step][:1], None, *requests[2 + step][1:])
+        add(ex, *requests[2 + step])
     assert ran[0] == {"0", "1"} and ran[1] == {"0", "1", "2"}  # joined at the next pass
     drain(ex, done)
     assert {rid: out.token_ids for rid, out in done.items()} == alone
@@ -210,7 +217,7 @@ def test_budgets_bound_each_pass(checkpoint):
     params = MaskPredictParams(length=6, iterations=2)
     ex = executor(checkpoint, max_num_seqs=2, max_num_batched_tokens=40)
     for i in range(5):
-        ex.add(str(i), None, PROMPTS[i % 2], params)
+        add(ex, str(i), PROMPTS[i % 2], params)
     order = []
     while ex.has_unfinished():
         outs = ex.step()
@@ -222,7 +229,7 @@ def test_budgets_bound_each_pass(checkpoint):
 def test_outputs_show_progress(checkpoint):
     params = MaskPredictParams(length=6, iterations=3)
     ex = executor(checkpoint)
-    ex.add("a", None, PROMPTS[0], params, arrival_time=0.0)
+    add(ex, "a", PROMPTS[0], params, arrival_time=0.0)
     mask = checkpoint[3].tokenizer.mask_token_id
     first = ex.step()[0]
     assert not first.finished and first.finish_reason is None
@@ -235,22 +242,11 @@ def test_outputs_show_progress(checkpoint):
 
 def test_abort(checkpoint):
     ex = executor(checkpoint)
-    ex.add("a", None, PROMPTS[0], MaskPredictParams(length=4, iterations=4))
-    ex.add("b", None, PROMPTS[1], MaskPredictParams(length=4, iterations=4))
+    add(ex, "a", PROMPTS[0], MaskPredictParams(length=4, iterations=4))
+    add(ex, "b", PROMPTS[1], MaskPredictParams(length=4, iterations=4))
     ex.step()
     assert ex.abort("a") and not ex.abort("a") and not ex.abort("zzz")
     assert set(drain(ex)) == {"b"}
-
-
-def test_string_prompt_is_tokenized(checkpoint):
-    tok = checkpoint[3].tokenizer
-    params = MaskPredictParams(length=4, iterations=2)
-    ex = executor(checkpoint)
-    ex.add("s", "the cat sees a dog", None, params)
-    out = drain(ex)["s"]
-    ids = tok("the cat sees a dog", add_special_tokens=False)["input_ids"]
-    assert out.prompt_token_ids == ids and out.prompt == "the cat sees a dog"
-    assert_matches_oracle(checkpoint, out, ids, params)
 
 
 @pytest.mark.parametrize(
@@ -264,24 +260,29 @@ def test_bad_params(kwargs, field):
 
 
 def test_bad_requests_are_named_and_serving_continues(checkpoint):
-    ex = executor(checkpoint, max_num_batched_tokens=200)
+    from engine import Engine
+
+    engine = Engine(checkpoint[1], device="cpu", kernel_backend="torch", max_num_batched_tokens=200)
     ok = MaskPredictParams(length=4, iterations=2)
-    ex.add("ok", None, PROMPTS[0], ok)
+    engine.add_request(PROMPTS[0], ok, request_id="ok")
     with pytest.raises(TypeError, match="MaskPredictParams"):
-        ex.add("x", None, PROMPTS[0], SamplingParams())
+        engine.add_request(PROMPTS[0], SamplingParams())
     with pytest.raises(ValueError, match="max positions"):
-        ex.add("x", None, PROMPTS[0], MaskPredictParams(length=60))  # 3 + 60 + 2 > 64
+        engine.add_request(PROMPTS[0], MaskPredictParams(length=60))  # 3 + 60 + 2 > 64
     with pytest.raises(ValueError, match="max positions"):
-        ex.add("x", None, PROMPTS[0], MaskPredictParams(length_candidates=[4, 61]))
+        engine.add_request(PROMPTS[0], MaskPredictParams(length_candidates=[4, 61]))
     with pytest.raises(ValueError, match="iterations"):
-        ex.add("x", None, PROMPTS[0], MaskPredictParams(length=8, iterations=2, block_size=2))
-    with pytest.raises(ValueError, match="prompt_token_ids"):
-        ex.add("x", None, [5, 9999], ok)
+        engine.add_request(PROMPTS[0], MaskPredictParams(length=8, iterations=2, block_size=2))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.add_request([5, 9999], ok)
     with pytest.raises(ValueError, match="request_id"):
-        ex.add("ok", None, PROMPTS[0], ok)
+        engine.add_request(PROMPTS[0], ok, request_id="ok")
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
-        ex.add("x", None, PROMPTS[0], MaskPredictParams(length_candidates=[50, 50, 50, 50]))
-    assert set(drain(ex)) == {"ok"}
+        engine.add_request(PROMPTS[0], MaskPredictParams(length_candidates=[50, 51, 52, 53]))
+    done = {}
+    while engine.has_unfinished():
+        done.update({o.request_id: o for o in engine.step() if o.finished})
+    assert set(done) == {"ok"}
 
 
 # ---- through the public API -------------------------------------------------------------

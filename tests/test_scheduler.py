@@ -20,11 +20,11 @@ def fake_step(sched):
     """One step: schedule, 'compute', append a token to every fully computed request."""
     batch = sched.schedule()
     sched.update(batch)
-    for req in batch.requests:
-        if req.num_computed_tokens == req.num_tokens:
-            req.output_token_ids.append(req.num_tokens % 50)
-            if req.num_generated == req.params.max_tokens:
-                sched.finish(req)
+    for req in batch.sampling:
+        req.append_token(req.num_tokens % 50, None, 0.0)
+        if req.num_generated == req.params.max_tokens:
+            sched.remove(req)
+            req.finish("length", 0.0)
     return batch
 
 
@@ -81,10 +81,10 @@ def test_abort_frees_everything_at_once():
     sched.add(a)
     sched.add(b)
     fake_step(sched)
-    sched.finish(a)
-    assert a.status is RequestStatus.FINISHED and a.block_table == []
+    sched.remove(a)
+    assert a.block_table == [] and a.row is None
     assert sched.running == [b]
-    sched.finish(b)
+    sched.remove(b)
     assert not sched.has_unfinished() and bm.num_free_blocks == 16
 
 
@@ -94,8 +94,7 @@ def test_prefix_hits_skip_computed_blocks():
     a = make_request("a", 10, max_tokens=1)
     sched.add(a)
     fake_step(sched)
-    b = make_request("b", 10, max_tokens=1)
-    b.prompt_token_ids = list(a.prompt_token_ids)
+    b = Request("b", None, a.prompt_token_ids, SamplingParams(max_tokens=1), seed=0, arrival_time=0.0)
     sched.add(b)
     batch = fake_step(sched)
     assert batch.num_new_tokens == [2] and b.metrics.cached_prompt_tokens == 8

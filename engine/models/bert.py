@@ -8,23 +8,17 @@ All three are the same post-norm bidirectional encoder:
 
 and differ only in weight names, config field names and two details: RoBERTa numbers
 positions from padding_idx + 1 (fairseq's padding offset), DistilBERT has no token-type
-embedding. Sequences are packed flat (no padding is computed); attention is
-`prefill_attention(causal=False)` over `cu_seqlens`, so nothing attends across sequences.
+embedding. Sequences are packed flat (no padding is computed); attention runs in "encoder"
+mode over the metadata's `cu_seqlens_q`, so nothing attends across sequences.
 """
 from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.layers import WeightSource, load_hf_weights
-
-# HF activation name -> (kernel, GELU approximation)
-ACTIVATIONS = {
-    "gelu": ("gelu", "none"),
-    "gelu_new": ("gelu", "tanh"),
-    "gelu_pytorch_tanh": ("gelu", "tanh"),
-    "relu": ("relu", None),
-}
+from engine.attention import AttentionMetadata, EncoderAttention
+from engine.models.layers import MLP, Activation, LayerNorm, check_activation
+from engine.models.weights import WeightSource, load_hf_weights
 
 
 @dataclass(frozen=True)
@@ -51,8 +45,8 @@ _ENCODER_LAYER = {
     "qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
     "attn_out": ("attention.output.dense",),
     "attn_norm": ("attention.output.LayerNorm",),
-    "ffn_in": ("intermediate.dense",),
-    "ffn_out": ("output.dense",),
+    "ffn.fc_in": ("intermediate.dense",),
+    "ffn.fc_out": ("output.dense",),
     "ffn_norm": ("output.LayerNorm",),
 }
 
@@ -76,7 +70,7 @@ FAMILIES = {
         layer={
             "qkv": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
             "attn_out": ("attention.out_lin",), "attn_norm": ("sa_layer_norm",),
-            "ffn_in": ("ffn.lin1",), "ffn_out": ("ffn.lin2",), "ffn_norm": ("output_layer_norm",),
+            "ffn.fc_in": ("ffn.lin1",), "ffn.fc_out": ("ffn.lin2",), "ffn_norm": ("output_layer_norm",),
         },
         head={"head_dense": "vocab_transform", "head_norm": "vocab_layer_norm", "decoder": "vocab_projector"},
         head_bias="vocab_projector.bias",
@@ -94,38 +88,22 @@ def _shape(config, model_type):
             config.intermediate_size, config.layer_norm_eps, config.hidden_act, head_act)
 
 
-def _activation(name, what):
-    if name not in ACTIVATIONS:
-        raise ValueError(f"{what} must be one of {sorted(ACTIVATIONS)}, got {name!r}")
-    return ACTIVATIONS[name]
-
-
-def _apply(ops, activation, x):
-    kind, approximate = activation
-    return ops.gelu(x, approximate=approximate) if kind == "gelu" else F.relu(x)
-
-
 class EncoderLayer(nn.Module):
     def __init__(self, ops, hidden, heads, intermediate, eps, activation):
         super().__init__()
-        self.ops, self.eps, self.activation = ops, eps, activation
         self.num_heads, self.head_dim = heads, hidden // heads
-        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.attn = EncoderAttention(ops.attention, heads, self.head_dim, self.head_dim**-0.5)
         self.attn_out = nn.Linear(hidden, hidden)
-        self.attn_norm = nn.LayerNorm(hidden)
-        self.ffn_in = nn.Linear(hidden, intermediate)
-        self.ffn_out = nn.Linear(intermediate, hidden)
-        self.ffn_norm = nn.LayerNorm(hidden)
+        self.attn_norm = LayerNorm(ops, hidden, eps)
+        self.ffn = MLP(ops, hidden, intermediate, activation)
+        self.ffn_norm = LayerNorm(ops, hidden, eps)
 
-    def forward(self, h, cu_seqlens):
-        ops = self.ops
+    def forward(self, h, meta):
         # strided views of the fused projection: both backends take any row stride
         q, k, v = self.qkv(h).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
-        attn = ops.prefill_attention(q, k, v, cu_seqlens, self.scale, False).flatten(1)
-        a, _ = ops.layer_norm(self.attn_out(attn), self.attn_norm.weight, self.attn_norm.bias, self.eps, h)
-        x = _apply(ops, self.activation, self.ffn_in(a))
-        out, _ = ops.layer_norm(self.ffn_out(x), self.ffn_norm.weight, self.ffn_norm.bias, self.eps, a)
+        a, _ = self.attn_norm(self.attn_out(self.attn(q, k, v, meta).flatten(1)), h)
+        out, _ = self.ffn_norm(self.ffn(a), a)
         return out
 
 
@@ -142,7 +120,7 @@ class BertForMaskedLM(nn.Module):
         hidden, heads, layers, intermediate, eps, act, head_act = _shape(hf_config, model_type)
         if hidden % heads:
             raise ValueError(f"hidden size {hidden} must be a multiple of the attention heads {heads}")
-        self.ops, self.eps, self.num_layers = ops, eps, layers
+        self.ops, self.num_layers = ops, layers
         self.vocab_size = hf_config.vocab_size
         num_positions = hf_config.max_position_embeddings
         # RoBERTa's position 0 of a sequence is embedding row padding_idx + 1
@@ -151,37 +129,33 @@ class BertForMaskedLM(nn.Module):
         self.word = nn.Embedding(self.vocab_size, hidden)
         self.position = nn.Embedding(num_positions, hidden)
         self.token_type = nn.Embedding(hf_config.type_vocab_size, hidden) if "token_type.weight" in self.family.embeddings else None
-        self.embed_norm = nn.LayerNorm(hidden)
-        activation = _activation(act, "hidden_act" if model_type != "distilbert" else "activation")
+        self.embed_norm = LayerNorm(ops, hidden, eps)
+        activation = check_activation(act, "hidden_act" if model_type != "distilbert" else "activation")
         self.layers = nn.ModuleList(
             EncoderLayer(ops, hidden, heads, intermediate, eps, activation) for _ in range(layers)
         )
-        self.head_activation = _activation(head_act, "hidden_act")
         self.head_dense = nn.Linear(hidden, hidden)
-        self.head_norm = nn.LayerNorm(hidden)
+        self.head_act = Activation(ops, check_activation(head_act, "hidden_act"))
+        self.head_norm = LayerNorm(ops, hidden, eps)
         self.decoder = nn.Linear(hidden, self.vocab_size)
 
-    def forward(self, input_ids, positions, cu_seqlens):
+    def forward(self, input_ids, positions, meta: AttentionMetadata):
         """Packed sequences -> final hidden states [T, H].
 
         input_ids/positions [T] (positions count from 0 in each sequence; the family's offset
-        is added here); cu_seqlens int32 [B+1] bounds each sequence.
+        is added here); meta is an "encoder" AttentionMetadata bounding each sequence.
         """
         pos = F.embedding(positions + self.position_offset, self.position.weight)
         if self.token_type is not None:
             pos = pos + self.token_type.weight[0]  # every token is segment 0
-        h, _ = self.ops.layer_norm(
-            F.embedding(input_ids, self.word.weight), self.embed_norm.weight, self.embed_norm.bias, self.eps, pos
-        )
+        h, _ = self.embed_norm(F.embedding(input_ids, self.word.weight), pos)
         for layer in self.layers:
-            h = layer(h, cu_seqlens)
+            h = layer(h, meta)
         return h
 
     def compute_logits(self, hidden):
         """The MLM head on the rows asked for, hidden [N, H] -> fp32 logits [N, V]."""
-        x = _apply(self.ops, self.head_activation, self.head_dense(hidden))
-        x = self.ops.layer_norm(x, self.head_norm.weight, self.head_norm.bias, self.eps)
-        return self.decoder(x).float()
+        return self.decoder(self.head_norm(self.head_act(self.head_dense(hidden))))
 
     def load_weights(self, weights):
         """HF-named tensors (already in dtype and device) -> parameters; the decoder is tied to

@@ -1,73 +1,77 @@
 """GPT-2 (HF `GPT2LMHeadModel` checkpoints) on the engine's kernels.
 
-Pre-norm blocks with learned absolute positions; the residual add is fused into the next
-LayerNorm (ops.layer_norm with a residual returns (norm(x + res), x + res)).
+Pre-norm blocks with learned absolute positions:
+
+    h = wte[ids] + wpe[positions]
+    per block:  h += attn(ln_1(h));  h += mlp(ln_2(h))
+    logits = ln_f(h) @ wte^T   (the head is tied to the token embedding unless saved apart)
+
+The residual add is fused into the next LayerNorm (engine.models.layers).
 """
 import torch.nn.functional as F
 from torch import nn
 
 from engine.attention import AttentionMetadata, PagedAttention
-from engine.models.layers import WeightSource, canonical_names, load_hf_weights
+from engine.models.layers import MLP, LayerNorm, check_activation
+from engine.models.weights import WeightSource, canonical_names, load_hf_weights
 
-GELU_APPROXIMATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+class GPT2Attention(nn.Module):
+    def __init__(self, config, ops, layer_idx):
+        super().__init__()
+        hidden, heads = config.n_embd, config.n_head
+        self.num_heads, self.head_dim = heads, hidden // heads
+        self.qkv_proj = nn.Linear(hidden, 3 * hidden)
+        self.o_proj = nn.Linear(hidden, hidden)
+        scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            scale /= layer_idx + 1
+        self.attn = PagedAttention(ops.attention, heads, heads, self.head_dim, scale)
+
+    def forward(self, x, meta):
+        q, k, v = self.qkv_proj(x).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
+        return self.o_proj(self.attn(q, k, v, meta).flatten(1))
 
 
 class GPT2Block(nn.Module):
     def __init__(self, config, ops, layer_idx):
         super().__init__()
-        hidden, heads = config.n_embd, config.n_head
-        self.ops, self.eps = ops, config.layer_norm_epsilon
-        self.num_heads, self.head_dim = heads, hidden // heads
-        inner = config.n_inner or 4 * hidden
-        self.ln_1 = nn.LayerNorm(hidden)
-        self.qkv_proj = nn.Linear(hidden, 3 * hidden)
-        self.o_proj = nn.Linear(hidden, hidden)
-        self.ln_2 = nn.LayerNorm(hidden)
-        self.fc_in = nn.Linear(hidden, inner)
-        self.fc_out = nn.Linear(inner, hidden)
-        scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
-        if config.scale_attn_by_inverse_layer_idx:
-            scale /= layer_idx + 1
-        self.attn = PagedAttention(ops, heads, heads, self.head_dim, scale)
-        self.gelu_approximate = GELU_APPROXIMATIONS[config.activation_function]
+        hidden, eps = config.n_embd, config.layer_norm_epsilon
+        self.ln_1 = LayerNorm(ops, hidden, eps)
+        self.attn = GPT2Attention(config, ops, layer_idx)
+        self.ln_2 = LayerNorm(ops, hidden, eps)
+        self.mlp = MLP(ops, hidden, config.n_inner or 4 * hidden, config.activation_function)
 
     def forward(self, hidden, residual, meta):
         """hidden: the previous block's output; residual: the stream before it (None at the
         first block). Returns this block's (output, residual stream)."""
-        ops = self.ops
         if residual is None:
-            x, residual = ops.layer_norm(hidden, self.ln_1.weight, self.ln_1.bias, self.eps), hidden
+            x, residual = self.ln_1(hidden), hidden
         else:
-            x, residual = ops.layer_norm(hidden, self.ln_1.weight, self.ln_1.bias, self.eps, residual)
-        q, k, v = self.qkv_proj(x).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
-        attn = self.attn(q, k, v, meta).flatten(1)
-        x, residual = ops.layer_norm(self.o_proj(attn), self.ln_2.weight, self.ln_2.bias, self.eps, residual)
-        x = ops.gelu(self.fc_in(x), approximate=self.gelu_approximate)
-        return self.fc_out(x), residual
+            x, residual = self.ln_1(hidden, residual)
+        x, residual = self.ln_2(self.attn(x, meta), residual)
+        return self.mlp(x), residual
 
 
 class GPT2ForCausalLM(nn.Module):
     def __init__(self, hf_config, ops):
         super().__init__()
         config = hf_config
-        if config.activation_function not in GELU_APPROXIMATIONS:
-            raise ValueError(
-                f"GPT-2 activation_function must be one of {sorted(GELU_APPROXIMATIONS)}, "
-                f"got {config.activation_function!r}"
-            )
-        self.config, self.ops, self.eps = config, ops, config.layer_norm_epsilon
+        check_activation(config.activation_function, "GPT-2 activation_function")
+        self.config = config
         self.tie_word_embeddings = getattr(config, "tie_word_embeddings", True)
+        self.vocab_size = config.vocab_size
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
         self.blocks = nn.ModuleList(GPT2Block(config, ops, i) for i in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.ln_f = LayerNorm(ops, config.n_embd, config.layer_norm_epsilon)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.num_layers = config.n_layer
         self.num_kv_heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
 
     def attention_layers(self):
-        return [block.attn for block in self.blocks]
+        return [block.attn.attn for block in self.blocks]
 
     def forward(self, input_ids, positions, meta: AttentionMetadata):
         """Flat tokens input_ids/positions [T] -> final hidden states [T, n_embd]."""
@@ -75,11 +79,11 @@ class GPT2ForCausalLM(nn.Module):
         residual = None
         for block in self.blocks:
             hidden, residual = block(hidden, residual, meta)
-        out, _ = self.ops.layer_norm(hidden, self.ln_f.weight, self.ln_f.bias, self.eps, residual)
+        out, _ = self.ln_f(hidden, residual)
         return out
 
     def compute_logits(self, hidden):
-        return F.linear(hidden, self.lm_head.weight).float()
+        return F.linear(hidden, self.lm_head.weight)
 
     def load_weights(self, weights):
         weights = canonical_names(weights, "transformer.")
@@ -103,8 +107,8 @@ class GPT2ForCausalLM(nn.Module):
             ),
         }
         hf_names = {  # ours -> HF, per block; Conv1D weights are stored [in, out]
-            "ln_1": "ln_1", "qkv_proj": "attn.c_attn", "o_proj": "attn.c_proj",
-            "ln_2": "ln_2", "fc_in": "mlp.c_fc", "fc_out": "mlp.c_proj",
+            "ln_1": "ln_1", "attn.qkv_proj": "attn.c_attn", "attn.o_proj": "attn.c_proj",
+            "ln_2": "ln_2", "mlp.fc_in": "mlp.c_fc", "mlp.fc_out": "mlp.c_proj",
         }
         for i in range(self.num_layers):
             for ours, theirs in hf_names.items():
@@ -113,4 +117,3 @@ class GPT2ForCausalLM(nn.Module):
                 sources[f"blocks.{i}.{ours}.weight"] = WeightSource((hf + ".weight",), conv1d)
                 sources[f"blocks.{i}.{ours}.bias"] = WeightSource((hf + ".bias",))
         return sources
-

@@ -1,90 +1,110 @@
-"""Building blocks shared by the model families: weight mapping and rotary tables."""
-from dataclasses import dataclass
+"""The layers the model families are built from; each `forward` calls the kernel backend.
 
+`ops` is the namespace `engine.backend.get_ops` returns (Triton kernels or their torch
+twins, unchecked). A new family composes these with `engine.attention.PagedAttention` /
+`EncoderAttention` and `nn.Linear`, and maps its checkpoint names in `load_weights`.
+
+Norms fuse the residual add: with a residual, `norm(x, residual)` returns
+(normalized(x + residual), x + residual), so a pre-norm block carries its residual stream
+through the next norm without a separate add.
+"""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engine.models.rope import rope_tables_from_config
 
+# HF activation names -> (kernel, GELU approximation)
+ACTIVATIONS = {
+    "gelu": ("gelu", "none"),
+    "gelu_new": ("gelu", "tanh"),
+    "gelu_pytorch_tanh": ("gelu", "tanh"),
+    "relu": ("relu", None),
+}
 
-@dataclass(frozen=True)
-class WeightSource:
-    """Where one model parameter comes from in a HF checkpoint.
 
-    `names` are concatenated along dim 0 (fused q/k/v or gate/up projections); `transpose`
-    turns GPT-2's Conv1D [in, out] layout into the [out, in] layout F.linear expects.
+def check_activation(name: str, field: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{field} must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return name
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, ops, hidden: int, eps: float):
+        super().__init__()
+        self.ops, self.eps = ops, eps
+        self.weight = nn.Parameter(torch.ones(hidden), requires_grad=False)
+
+    def forward(self, x, residual=None):
+        return self.ops.rms_norm(x, self.weight, self.eps, residual)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, ops, hidden: int, eps: float):
+        super().__init__()
+        self.ops, self.eps = ops, eps
+        self.weight = nn.Parameter(torch.ones(hidden), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(hidden), requires_grad=False)
+
+    def forward(self, x, residual=None):
+        return self.ops.layer_norm(x, self.weight, self.bias, self.eps, residual)
+
+
+class Activation(nn.Module):
+    """An elementwise activation by its HF name (gelu, gelu_new, relu, ...)."""
+
+    def __init__(self, ops, name: str):
+        super().__init__()
+        self.ops = ops
+        self.kind, self.approximate = ACTIVATIONS[name]
+
+    def forward(self, x):
+        if self.kind == "gelu":
+            return self.ops.gelu(x, approximate=self.approximate)
+        return F.relu(x)
+
+
+class MLP(nn.Module):
+    """fc_out(act(fc_in(x))): GPT-2's and BERT's feed-forward."""
+
+    def __init__(self, ops, hidden: int, inner: int, activation: str, bias: bool = True):
+        super().__init__()
+        self.fc_in = nn.Linear(hidden, inner, bias=bias)
+        self.act = Activation(ops, activation)
+        self.fc_out = nn.Linear(inner, hidden, bias=bias)
+
+    def forward(self, x):
+        return self.fc_out(self.act(self.fc_in(x)))
+
+
+class GatedMLP(nn.Module):
+    """down(silu(gate(x)) * up(x)) with gate and up fused in one matmul (SwiGLU)."""
+
+    def __init__(self, ops, hidden: int, inner: int, bias: bool = False):
+        super().__init__()
+        self.ops = ops
+        self.gate_up_proj = nn.Linear(hidden, 2 * inner, bias=bias)
+        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+
+    def forward(self, x):
+        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotates q and k by their positions with fp32 cos/sin tables [max_positions, D / 2].
+
+    The tables are built on the CPU at construction, so an unsupported rope scaling fails
+    when the model is built, even inside a meta-device context; they move to the
+    activations' device on first use. One instance is shared by all layers of a model.
     """
 
-    names: tuple[str, ...]
-    transpose: bool = False
-
-    def build(self, weights):
-        parts = [weights[n].t() if self.transpose else weights[n] for n in self.names]
-        return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)).contiguous()
-
-
-def _format(names):
-    names = sorted(names)
-    shown = ", ".join(names[:10])
-    return shown + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-
-
-def load_hf_weights(module: nn.Module, weights: dict, sources: dict, ignored=lambda n: False):
-    """Make each parameter of `module` the checkpoint tensor(s) `sources[param]` names.
-
-    weights: HF name -> tensor (already in the target dtype and device). Raises ValueError
-    naming missing or unexpected checkpoint tensors, or a shape that does not fit; names
-    for which `ignored(name)` is true (non-weight buffers some checkpoints carry) are skipped.
-    Parameters named by the same source list share one tensor (tied embeddings).
-    """
-    params = dict(module.named_parameters(remove_duplicate=False))
-    if set(sources) != set(params):
-        raise RuntimeError(f"weight sources do not cover the parameters: {_format(set(params) ^ set(sources))}")
-    wanted = {n for source in sources.values() for n in source.names}
-    missing = wanted - set(weights)
-    if missing:
-        raise ValueError(f"checkpoint is missing weights: {_format(missing)}")
-    unexpected = {n for n in weights if n not in wanted and not ignored(n)}
-    if unexpected:
-        raise ValueError(f"checkpoint has unexpected weights: {_format(unexpected)}")
-
-    built = {}
-    for param_name, source in sources.items():
-        if source not in built:
-            tensor = source.build(weights)
-            expected = tuple(params[param_name].shape)
-            if tuple(tensor.shape) != expected:
-                raise ValueError(
-                    f"weight {' + '.join(source.names)} has shape {tuple(tensor.shape)}, "
-                    f"the config implies {expected}"
-                )
-            built[source] = nn.Parameter(tensor, requires_grad=False)
-        owner_name, _, leaf = param_name.rpartition(".")
-        setattr(module.get_submodule(owner_name), leaf, built[source])
-
-
-def canonical_names(weights: dict, prefix: str, top_level=("lm_head.",)) -> dict:
-    """Prefix every name outside `top_level` with `prefix` ("model.", "transformer."), so
-    checkpoints saved from the bare base model load like the full causal LM."""
-    out = {}
-    for name, tensor in weights.items():
-        keep = name.startswith(prefix) or name.startswith(top_level)
-        out[name if keep else prefix + name] = tensor
-    return out
-
-
-class RotaryTables:
-    """fp32 cos/sin tables [max_positions, head_dim / 2] for ops.rotary_embedding.
-
-    Built on the CPU at construction, so an unsupported rope scaling fails when the model is
-    built, even inside a meta-device context; moved to the activations' device on first use.
-    """
-
-    def __init__(self, hf_config):
+    def __init__(self, ops, hf_config):
+        super().__init__()
+        self.ops = ops
         with torch.device("cpu"):
             self.cos, self.sin = rope_tables_from_config(hf_config, "cpu")
 
-    def get(self, device):
-        if self.cos.device != device:
-            self.cos, self.sin = self.cos.to(device), self.sin.to(device)
-        return self.cos, self.sin
+    def forward(self, q, k, positions):
+        if self.cos.device != q.device:
+            self.cos, self.sin = self.cos.to(q.device), self.sin.to(q.device)
+        return self.ops.rotary_embedding(q, k, positions, self.cos, self.sin)

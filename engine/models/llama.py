@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.attention import AttentionMetadata, PagedAttention
-from engine.models.layers import RotaryTables, WeightSource, canonical_names, load_hf_weights
+from engine.models.layers import GatedMLP, RMSNorm, RotaryEmbedding
+from engine.models.weights import WeightSource, canonical_names, load_hf_weights
 
 # Fused parameters of ours -> the HF projections concatenated (in this order) to form them.
 FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
@@ -23,7 +24,7 @@ def _head_dim(config):
 class LlamaAttention(nn.Module):
     def __init__(self, config, ops, rotary):
         super().__init__()
-        self.ops, self.rotary = ops, rotary
+        self.rotary = rotary
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
         self.head_dim = _head_dim(config)
@@ -33,50 +34,34 @@ class LlamaAttention(nn.Module):
         qkv_bias = attention_bias or config.model_type == "qwen2"
         self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=qkv_bias)
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=attention_bias)
-        self.attn = PagedAttention(ops, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
+        self.attn = PagedAttention(ops.attention, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
 
     def forward(self, x, positions, meta):
         q, k, v = self.qkv_proj(x).split(self.split_sizes, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        cos, sin = self.rotary.get(x.device)
-        q, k = self.ops.rotary_embedding(q, k, positions, cos, sin)
+        q, k = self.rotary(q, k, positions)
         return self.o_proj(self.attn(q, k, v, meta).flatten(1))
-
-
-class LlamaMLP(nn.Module):
-    def __init__(self, config, ops):
-        super().__init__()
-        self.ops = ops
-        bias = getattr(config, "mlp_bias", False)
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
-
-    def forward(self, x):
-        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
 
 
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, config, ops, rotary):
         super().__init__()
-        self.ops = ops
-        self.input_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        hidden, eps = config.hidden_size, config.rms_norm_eps
+        self.input_layernorm = RMSNorm(ops, hidden, eps)
         self.self_attn = LlamaAttention(config, ops, rotary)
-        self.post_attention_layernorm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.mlp = LlamaMLP(config, ops)
+        self.post_attention_layernorm = RMSNorm(ops, hidden, eps)
+        self.mlp = GatedMLP(ops, hidden, config.intermediate_size, bias=getattr(config, "mlp_bias", False))
 
     def forward(self, hidden, residual, positions, meta):
         """hidden: the previous layer's output; residual: the stream before it (None at the
         first layer). Returns this layer's (output, residual stream)."""
-        norm = self.input_layernorm
         if residual is None:
-            x, residual = self.ops.rms_norm(hidden, norm.weight, norm.eps), hidden
+            x, residual = self.input_layernorm(hidden), hidden
         else:
-            x, residual = self.ops.rms_norm(hidden, norm.weight, norm.eps, residual)
-        attn = self.self_attn(x, positions, meta)
-        norm = self.post_attention_layernorm
-        x, residual = self.ops.rms_norm(attn, norm.weight, norm.eps, residual)
+            x, residual = self.input_layernorm(hidden, residual)
+        x, residual = self.post_attention_layernorm(self.self_attn(x, positions, meta), residual)
         return self.mlp(x), residual
 
 
@@ -86,14 +71,15 @@ class LlamaForCausalLM(nn.Module):
         config = hf_config
         if config.hidden_act != "silu":
             raise ValueError(f"hidden_act must be 'silu' (SwiGLU MLP), got {config.hidden_act!r}")
-        self.config, self.ops = config, ops
+        self.config = config
         self.tie_word_embeddings = getattr(config, "tie_word_embeddings", False)
-        rotary = RotaryTables(config)
+        self.vocab_size = config.vocab_size
+        rotary = RotaryEmbedding(ops, config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(config, ops, rotary) for _ in range(config.num_hidden_layers)
         )
-        self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = RMSNorm(ops, config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.num_layers = config.num_hidden_layers
         self.num_kv_heads = self.layers[0].self_attn.num_kv_heads
@@ -108,11 +94,11 @@ class LlamaForCausalLM(nn.Module):
         residual = None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual, positions, meta)
-        out, _ = self.ops.rms_norm(hidden, self.norm.weight, self.norm.eps, residual)
+        out, _ = self.norm(hidden, residual)
         return out
 
     def compute_logits(self, hidden):
-        return F.linear(hidden, self.lm_head.weight).float()
+        return F.linear(hidden, self.lm_head.weight)
 
     def load_weights(self, weights):
         weights = canonical_names(weights, "model.")

@@ -1,0 +1,139 @@
+"""Attention in plain torch: the engine's CPU path.
+
+The math is that of `kernels.reference` (softmax attention in fp32 through torch's SDPA,
+grouped-query heads), but the layout work is done once per step instead of once per layer:
+the first layer derives a `_Plan` from the step's metadata and every later layer reuses it.
+
+  queries   packed rows [T, Hq, D]. When every sequence of the step has the same number of
+            new tokens they already are a [B, Lq] batch (a view); otherwise one index pads
+            them to [B, Lq] (padding repeats a real row, so it stays finite) and one index
+            takes the real rows back after attention.
+  keys      "prefill"/"encoder": the step's own rows, padded like the queries. "decode"/
+            "paged_prefill": gathered from the paged cache through one flat slot index
+            [B * Lk] (slots past a sequence's context repeat its first slot).
+  mask      None when no position needs hiding (equal lengths: SDPA's own causal mask for
+            prefill, none for the encoder or decode), else a boolean [B, 1, Lq, Lk].
+The cache is written with one index_copy_ per tensor over its flat [slots, Hkv, D] view; the
+engine never gives this backend the padding slot -1 (CUDA graphs run the Triton backend).
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class _Plan:
+    batch: int
+    q_len: int
+    q_pad: torch.Tensor | None  # long [B * q_len]: packed row of each padded query position
+    q_unpad: torch.Tensor | None  # long [T]: padded position of each packed row
+    k_len: int
+    k_index: torch.Tensor | None  # long [B * k_len]: cache slot, or packed row of the step's own keys
+    mask: torch.Tensor | None  # bool [B, 1, q_len, k_len]
+    is_causal: bool
+    store: torch.Tensor | None  # long [T]: cache slot of each new token
+
+
+def _padding(cu, lens, q_len):
+    """(q_pad, q_unpad) indices between packed rows and a [B, q_len] batch."""
+    batch, total = len(lens), int(cu[-1])
+    device = cu.device
+    seq = torch.repeat_interleave(torch.arange(batch, device=device), lens)
+    offset = torch.arange(total, device=device) - cu[:-1][seq]
+    q_unpad = seq * q_len + offset
+    pos = torch.arange(q_len, device=device)[None, :]
+    q_pad = torch.where(pos < lens[:, None], cu[:-1, None] + pos, cu[:-1, None]).flatten()
+    return q_pad, q_unpad
+
+
+def _paged_keys(meta, block_size):
+    """(k_len, flat slot index [B * k_len], valid [B, k_len], context lengths) over the cache."""
+    ctx = meta.context_lens.long()
+    k_len = int(ctx.max())
+    pos = torch.arange(k_len, device=ctx.device)[None, :]
+    valid = pos < ctx[:, None]
+    pos = torch.where(valid, pos, 0)
+    slots = meta.block_tables.long().gather(1, pos // block_size) * block_size + pos % block_size
+    return k_len, slots.flatten(), valid, ctx
+
+
+def make_plan(meta, block_size: int | None) -> _Plan:
+    cu = meta.cu_seqlens_q.long()
+    lens = cu[1:] - cu[:-1]
+    host_lens = lens.tolist()  # the step's only host read of device data
+    batch, q_len = len(host_lens), max(host_lens)
+    equal = min(host_lens) == q_len
+    q_pad, q_unpad = (None, None) if equal else _padding(cu, lens, q_len)
+    store = None if meta.slot_mapping is None else meta.slot_mapping.long()
+    q_pos = torch.arange(q_len, device=cu.device)
+    if meta.mode in ("prefill", "encoder"):
+        causal = meta.mode == "prefill"
+        if equal:
+            return _Plan(batch, q_len, None, None, q_len, None, None, causal, store)
+        valid = q_pos[None, :] < lens[:, None]
+        mask = valid[:, None, None, :]
+        if causal:
+            mask = mask & (q_pos[None, :] <= q_pos[:, None])
+        return _Plan(batch, q_len, q_pad, q_unpad, q_len, q_pad, mask, False, store)
+    k_len, slots, valid, ctx = _paged_keys(meta, block_size)
+    if meta.mode == "decode":  # the one query is the last position: it sees its whole context
+        mask = None if bool(valid.all()) else valid[:, None, None, :]
+    else:
+        query_at = (ctx - lens)[:, None] + q_pos[None, :]
+        key_at = torch.arange(k_len, device=cu.device)
+        mask = ((key_at[None, None, :] <= query_at[:, :, None]) & valid[:, None, :])[:, None]
+    return _Plan(batch, q_len, q_pad, q_unpad, k_len, slots, mask, False, store)
+
+
+def _attend(q, k, v, plan, scale):
+    """q [T, Hq, D] packed; k/v [B * k_len, Hkv, D] rows in batch order -> [T, Hq, D]."""
+    num_q_heads, head_dim = q.shape[1:]
+    num_kv_heads = k.shape[1]
+    if plan.q_pad is not None:
+        q = q.index_select(0, plan.q_pad)
+    batch = plan.batch
+    out = F.scaled_dot_product_attention(
+        q.reshape(batch, plan.q_len, num_q_heads, head_dim).transpose(1, 2).float(),
+        k.reshape(batch, plan.k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
+        v.reshape(batch, plan.k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
+        attn_mask=plan.mask, is_causal=plan.is_causal, scale=scale,
+        enable_gqa=num_q_heads != num_kv_heads,
+    ).transpose(1, 2).reshape(batch * plan.q_len, num_q_heads, head_dim)
+    if plan.q_unpad is not None:
+        out = out.index_select(0, plan.q_unpad)
+    return out.to(q.dtype)
+
+
+class TorchAttention:
+    name = "torch"
+
+    @staticmethod
+    def _plan(meta, cache):
+        if meta.plan is None:
+            meta.plan = make_plan(meta, None if cache is None else cache.shape[1])
+        return meta.plan
+
+    def paged(self, q, k, v, k_cache, v_cache, scale, meta):
+        """q [T, Hq, D], k/v [T, Hkv, D] of the step's tokens -> [T, Hq, D]; stores k/v first."""
+        plan = self._plan(meta, k_cache)
+        if k_cache is not None and plan.store is not None:
+            rows = k.shape[1:]
+            k_cache.view(-1, *rows).index_copy_(0, plan.store, k)
+            v_cache.view(-1, *rows).index_copy_(0, plan.store, v)
+        if meta.mode == "prefill":
+            return self._own_keys(q, k, v, scale, plan)
+        rows = k_cache.shape[2:]
+        keys = k_cache.view(-1, *rows).index_select(0, plan.k_index)
+        values = v_cache.view(-1, *rows).index_select(0, plan.k_index)
+        return _attend(q, keys, values, plan, scale)
+
+    def encoder(self, q, k, v, scale, meta):
+        """Bidirectional attention within each packed sequence."""
+        return self._own_keys(q, k, v, scale, self._plan(meta, None))
+
+    @staticmethod
+    def _own_keys(q, k, v, scale, plan):
+        if plan.k_index is not None:
+            k, v = k.index_select(0, plan.k_index), v.index_select(0, plan.k_index)
+        return _attend(q, k, v, plan, scale)

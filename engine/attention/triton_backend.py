@@ -1,0 +1,27 @@
+"""Attention on the Triton kernels (the GPU path; on CPU they run in Triton's interpreter).
+
+Each mode maps to one kernel launch per layer after `store_kv`; the kernels read the
+metadata's tensors directly, so nothing is derived per step on the host and the decode
+path stays CUDA-graph safe.
+"""
+import kernels
+
+
+class TritonAttention:
+    name = "triton"
+
+    def paged(self, q, k, v, k_cache, v_cache, scale, meta):
+        """q [T, Hq, D], k/v [T, Hkv, D] of the step's tokens -> [T, Hq, D]; stores k/v first."""
+        if k_cache is not None and meta.slot_mapping is not None:
+            kernels.store_kv.unchecked(k, v, k_cache, v_cache, meta.slot_mapping)
+        if meta.mode == "prefill":
+            return kernels.prefill_attention.unchecked(q, k, v, meta.cu_seqlens_q, scale, True)
+        if meta.mode == "decode":
+            return kernels.decode_attention.unchecked(
+                q, k_cache, v_cache, meta.block_tables, meta.context_lens, scale)
+        return kernels.paged_prefill_attention.unchecked(
+            q, k_cache, v_cache, meta.block_tables, meta.cu_seqlens_q, meta.context_lens, scale)
+
+    def encoder(self, q, k, v, scale, meta):
+        """Bidirectional attention within each packed sequence."""
+        return kernels.prefill_attention.unchecked(q, k, v, meta.cu_seqlens_q, scale, False)

@@ -1,0 +1,57 @@
+"""The contract between the engine and a model family, written as typing Protocols.
+
+A family is one file in engine/models/ whose class takes `(hf_config, ops)` (ops from
+engine.backend.get_ops), is registered in engine/models/__init__.py by its HF
+`architectures` name, and follows one of these protocols. The loader builds it on the meta
+device and then calls `load_weights` with the checkpoint's tensors, already in the target
+dtype and device; the executors only use what is listed here.
+"""
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from engine.attention import AttentionMetadata, PagedAttention
+
+
+@runtime_checkable
+class CausalLM(Protocol):
+    """Decodes autoregressively over a paged KV cache (engine.autoregressive)."""
+
+    vocab_size: int  # rows of the embedding and the LM head
+    num_layers: int  # one PagedAttention per layer; the KV cache has this many layers
+    num_kv_heads: int  # key/value heads per layer (the cache's third dimension)
+    head_dim: int
+
+    def attention_layers(self) -> list[PagedAttention]:
+        """The layers whose k_cache/v_cache the runner binds, in layer order."""
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Flat step tokens input_ids/positions [T] -> final hidden states [T, hidden]."""
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states [N, hidden] of the rows that sample -> logits [N, vocab_size] in the
+        model's dtype (consumers cast where they need fp32: no fp32 copy of all logits)."""
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Take the parameters from HF-named checkpoint tensors; ValueError naming any
+        missing, unexpected or misshapen tensor."""
+
+
+@runtime_checkable
+class MaskedLM(Protocol):
+    """A bidirectional encoder refined by mask-predict (engine.mask_predict)."""
+
+    vocab_size: int
+    max_positions: int  # tokens one packed sequence may hold
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Packed sequences (meta.mode "encoder"; positions restart at 0 in each) -> [T, hidden]."""
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The MLM head on the rows asked for, [N, hidden] -> logits [N, vocab_size] (model dtype)."""
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """As CausalLM.load_weights."""
+
+
+PROTOCOLS = {"causal": CausalLM, "masked": MaskedLM}
