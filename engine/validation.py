@@ -14,7 +14,8 @@ embedding, which can differ from the tokenizer's size) and are called by the Eng
 request arrives, before anything is queued:
   check_prompt_ids(ids, vocab_size)              a prompt given as token ids
   check_tokenized_prompt(prompt, ids, vocab_size) the ids the tokenizer made of a str prompt
-  check_params_for_model(params, vocab_size, has_tokenizer=...)  the params, re-validated
+  check_params_for_model(params, vocab_size, has_tokenizer=..., eos_token_ids=...)
+                                                 the params, re-validated and against the model
 """
 import math
 from numbers import Integral, Real
@@ -143,17 +144,26 @@ def check_tokenized_prompt(prompt, ids, vocab_size) -> list[int]:
     return [int(t) for t in ids]
 
 
-def check_params_for_model(params, vocab_size, *, has_tokenizer) -> None:
+def check_params_for_model(params, vocab_size, *, has_tokenizer, eos_token_ids=()) -> None:
     """Params against the model they will run on; raises before anything is queued.
 
     The params are validated again (a field may have been changed since construction), every
-    stop token id must be inside the model's vocabulary, and stop strings need a tokenizer to
-    turn the output into text.
+    stop token id must be inside the model's vocabulary, stop strings need a tokenizer to
+    turn the output into text, and min_tokens must leave some token to draw: the stop ids
+    and (unless ignore_eos) the model's `eos_token_ids` are banned until then.
     """
     params.validate()
-    for t in getattr(params, "stop_token_ids", ()):
+    stop_ids = getattr(params, "stop_token_ids", [])
+    for t in stop_ids:
         if t >= vocab_size:
             raise ValueError(f"stop_token_ids: token id {t} is outside the model's vocabulary [0, {vocab_size})")
+    if getattr(params, "min_tokens", 0) > 0:
+        banned = set(stop_ids) | (set() if params.ignore_eos else set(eos_token_ids))
+        if len(banned) >= vocab_size:
+            raise ValueError(
+                f"min_tokens ({params.min_tokens}) bans the stop and end-of-sequence ids until then, and "
+                f"they cover the whole vocabulary of {vocab_size} tokens: nothing could be generated"
+            )
     if getattr(params, "stop", None) and not has_tokenizer:
         raise ValueError(
             "stop strings need the checkpoint's tokenizer to produce text, and this checkpoint has "

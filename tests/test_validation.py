@@ -56,6 +56,18 @@ def test_params_checked_against_the_model():
     check_params_for_model(SamplingParams(stop_token_ids=[3]), 8, has_tokenizer=False)
 
 
+def test_min_tokens_must_leave_a_token_to_draw():
+    every_other = SamplingParams(min_tokens=2, stop_token_ids=[0, 1, 2, 3, 4, 5, 6])
+    check_params_for_model(every_other, 8, has_tokenizer=True, eos_token_ids=[6])
+    with pytest.raises(ValueError, match="cover the whole vocabulary of 8 tokens"):
+        check_params_for_model(every_other, 8, has_tokenizer=True, eos_token_ids=[7])
+    every_other.ignore_eos = True
+    check_params_for_model(every_other, 8, has_tokenizer=True, eos_token_ids=[7])
+    every_other.min_tokens = 0
+    every_other.ignore_eos = False
+    check_params_for_model(every_other, 8, has_tokenizer=True, eos_token_ids=[7])
+
+
 def test_params_changed_after_construction_are_caught():
     p = SamplingParams()
     p.temperature = -1.0
