@@ -162,14 +162,17 @@ def test_tensor_in_two_shards(sharded):
 
 # ---- config.json -----------------------------------------------------------------------
 
-def test_config_not_json(gpt2):
-    (gpt2 / "config.json").write_text('{"model_type": "gpt2",')
-    refused(gpt2, rf"{gpt2 / 'config.json'}: not valid JSON")
-
-
-def test_config_not_an_object(gpt2):
-    (gpt2 / "config.json").write_text("[]")
-    refused(gpt2, "must hold a JSON object, got list")
+@pytest.mark.parametrize("file, content, message", [
+    ("config.json", '{"model_type": "gpt2",', "{file}: not valid JSON"),
+    ("config.json", "[]", "{file}: must hold a JSON object, got list"),
+    ("config.json", b"\xff\xfe", "{file}: not valid JSON"),
+    ("generation_config.json", "{", "{file}: not a valid generation config"),
+    ("tokenizer.json", "{broken", r"{folder}: the tokenizer \(tokenizer.json.*\) cannot be loaded"),
+])
+def test_unreadable_file(gpt2, file, content, message):
+    write = (gpt2 / file).write_bytes if isinstance(content, bytes) else (gpt2 / file).write_text
+    write(content)
+    refused(gpt2, message.format(file=gpt2 / file, folder=gpt2))
 
 
 @pytest.mark.parametrize("architecture, model_type", [
@@ -218,16 +221,6 @@ def test_custom_code_is_never_run(gpt2):
 
 
 # ---- tokenizer and special ids ---------------------------------------------------------
-
-def test_tokenizer_that_fails_to_load(gpt2):
-    (gpt2 / "tokenizer.json").write_text("{broken")
-    refused(gpt2, rf"{gpt2}: the tokenizer \(tokenizer.json.*\) cannot be loaded")
-
-
-def test_generation_config_not_json(gpt2):
-    (gpt2 / "generation_config.json").write_text("{")
-    refused(gpt2, rf"{gpt2 / 'generation_config.json'}: not a valid generation config")
-
 
 @pytest.mark.parametrize("file", ["config.json", "generation_config.json"])
 def test_eos_id_non_int(gpt2, file):
