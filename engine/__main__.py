@@ -28,8 +28,11 @@ from engine.params import REMASK_MODES, SCHEDULES, MaskPredictParams, SamplingPa
 SHARED_FLAGS = ("temperature", "top_k", "top_p", "seed")
 CAUSAL_FLAGS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "ignore_eos")
 MASKED_FLAGS = ("length", "iterations", "remask", "schedule", "threshold", "block_size", "stop_early")
-# field -> its flag (without --, underscores for dashes) where the two names differ
-ENGINE_FLAGS = {"block_size": "kv_block_size", "enable_prefix_caching": "no_prefix_caching"}
+ENGINE_OPTIONS = ("device", "dtype", "kernel_backend", "block_size", "num_kv_blocks", "max_num_seqs",
+                  "max_num_batched_tokens", "gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
+                  "allow_pickle")
+# field -> its flag's dest where the two names differ (the flag is the dest with dashes)
+ENGINE_FLAGS = {"block_size": "kv_block_size"}
 PARAMS_FLAGS = {"stop_token_ids": "stop_token_id", "block_size": "block_length"}
 
 
@@ -94,8 +97,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def engine_config(args) -> EngineConfig:
     """The EngineConfig the flags describe; a bad value is a usage error."""
-    names = [f.name for f in fields(EngineConfig) if f.name != "model"]
-    given = {name: getattr(args, "kv_block_size" if name == "block_size" else name, None) for name in names}
+    given = {name: getattr(args, ENGINE_FLAGS.get(name, name)) for name in ENGINE_OPTIONS}
     try:
         return EngineConfig(model=args.model, **{n: v for n, v in given.items() if v is not None})
     except (TypeError, ValueError) as e:

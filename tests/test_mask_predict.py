@@ -280,7 +280,7 @@ def test_bad_requests_are_named_and_serving_continues(checkpoint):
     with pytest.raises(ValueError, match="request_id"):
         ex.add("ok", None, PROMPTS[0], ok)
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
-        ex.add("x", None, PROMPTS[0], MaskPredictParams(length_candidates=[50, 50, 50, 50]))
+        ex.add("x", None, PROMPTS[0], MaskPredictParams(length_candidates=[50, 51, 52, 53]))
     assert set(drain(ex)) == {"ok"}
 
 
