@@ -109,14 +109,16 @@ def check_int_list(name, values, low=None, high=None) -> list[int]:
 
 def check_token_ids(name, ids, vocab_size) -> list[int]:
     """Token ids as plain ints, each in [0, vocab_size)."""
-    out = []
-    for t in as_list(name, ids):
-        if isinstance(t, bool) or not isinstance(t, Integral):
-            raise TypeError(f"{name} must be ints, got {_type_name(t)}")
-        if not 0 <= t < vocab_size:
-            raise ValueError(f"{name}: token id {t} is outside the vocabulary [0, {vocab_size})")
-        out.append(int(t))
-    return out
+    values = as_list(name, ids)
+    if set(map(type, values)) - {int}:  # plain ints (and arrays' tolist()) skip this
+        for t in values:
+            if isinstance(t, bool) or not isinstance(t, Integral):
+                raise TypeError(f"{name} must be ints, got {_type_name(t)}")
+        values = [int(t) for t in values]
+    if values and (min(values) < 0 or max(values) >= vocab_size):
+        bad = next(t for t in values if not 0 <= t < vocab_size)
+        raise ValueError(f"{name}: token id {bad} is outside the vocabulary [0, {vocab_size})")
+    return values
 
 
 # ---- checks against the loaded model, called by the Engine at request intake ----------
