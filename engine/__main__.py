@@ -2,39 +2,134 @@
 
 A causal LM streams its tokens as they are produced; a masked LM prints its text after every
 refinement pass, which shows mask-predict at work.
+
+Each subcommand is a pair of functions: `add_<name>_command(commands, common)` declares its
+flags (shared groups such as the engine options come from `add_engine_arguments`) and sets
+`run`, the handler `run_<name>(args) -> exit status`. `main` parses, dispatches and reports
+every error the same way for all subcommands, as one line on stderr, `error: ...`:
+  2    a usage error: an unknown or malformed flag, a value out of range, a flag that does
+       not apply to the checkpoint's kind (found before any weights are loaded);
+  1    a runtime error: a checkpoint that cannot be loaded, a prompt the engine refuses, a
+       request that fails while generating;
+  130  interrupted (Ctrl-C).
+`--debug` shows the Python traceback instead of the one-line message. A reader that stops
+early (`... | head -c 10`) ends the command quietly with status 0.
 """
 import argparse
+import os
+import re
 import sys
+import warnings
+from dataclasses import fields
 
+from engine.config import DTYPE_NAMES, EngineConfig
 from engine.params import REMASK_MODES, SCHEDULES, MaskPredictParams, SamplingParams
 
 SHARED_FLAGS = ("temperature", "top_k", "top_p", "seed")
 CAUSAL_FLAGS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "ignore_eos")
 MASKED_FLAGS = ("length", "iterations", "remask", "schedule", "threshold", "block_size", "stop_early")
+ENGINE_OPTIONS = ("device", "dtype", "kernel_backend", "block_size", "num_kv_blocks", "max_num_seqs",
+                  "max_num_batched_tokens", "gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
+                  "allow_pickle")
+# field -> its flag's dest where the two names differ (the flag is the dest with dashes)
+ENGINE_FLAGS = {"block_size": "kv_block_size"}
+PARAMS_FLAGS = {"stop_token_ids": "stop_token_id", "block_size": "block_length"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="duodecode text generation")
-    commands = parser.add_subparsers(dest="command", required=True)
+class UsageError(Exception):
+    """A bad command line (exit status 2)."""
+
+
+class CommandError(Exception):
+    """A runtime failure whose message is meant for the user as it is (exit status 1)."""
+
+
+def _flag(field, renames) -> str:
+    return "--" + renames.get(field, field).replace("_", "-")
+
+
+def _usage(error: Exception, renames: dict) -> UsageError:
+    """A params or config error as a usage error, its leading field name given as the flag."""
+    field, _, rest = str(error).partition(" ")
+    if not re.fullmatch(r"[a-z_]+", field):
+        return UsageError(str(error))
+    return UsageError(f"{_flag(field, renames)} {rest}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a parse error as UsageError, for main's one-line message, instead of exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _engine_default(name):
+    return next(f.default for f in fields(EngineConfig) if f.name == name)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model and the EngineConfig flags, for every subcommand that loads a model."""
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="checkpoint folder (config.json, weights, tokenizer)")
+    eng = parser.add_argument_group("engine")
+    eng.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    eng.add_argument("--dtype", choices=DTYPE_NAMES,
+                     help="weights and KV cache dtype (default auto: float32 on CPU, the checkpoint's on GPU)")
+    eng.add_argument("--kernel-backend", choices=("triton", "torch"),
+                     help="Triton kernels or their torch references (default: triton on CUDA, torch on CPU)")
+    eng.add_argument("--kv-block-size", type=int,
+                     help=f"tokens per KV cache block (default {_engine_default('block_size')})")
+    eng.add_argument("--num-kv-blocks", type=int, help="KV cache size in blocks (default: from the memory budget)")
+    eng.add_argument("--max-num-seqs", type=int,
+                     help=f"most sequences in one step (default {_engine_default('max_num_seqs')})")
+    eng.add_argument("--max-num-batched-tokens", type=int,
+                     help="most tokens computed in one step; longer prompts are prefilled in chunks "
+                          f"(default {_engine_default('max_num_batched_tokens')})")
+    eng.add_argument("--gpu-memory-utilization", type=float,
+                     help="share of the free GPU memory the KV cache may take, in (0, 1] "
+                          f"(default {_engine_default('gpu_memory_utilization')})")
+    eng.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false", default=None,
+                     help="do not reuse cached prompt blocks")
+    eng.add_argument("--enforce-eager", action="store_true", default=None, help="no CUDA graphs")
+    eng.add_argument("--allow-pickle", action="store_true", default=None,
+                     help="allow loading pytorch_model.bin (pickle) weights, read as tensors only")
+
+
+def engine_config(args) -> EngineConfig:
+    """The EngineConfig the flags describe; a bad value is a usage error."""
+    given = {name: getattr(args, ENGINE_FLAGS.get(name, name)) for name in ENGINE_OPTIONS}
+    try:
+        return EngineConfig(model=args.model, **{n: v for n, v in given.items() if v is not None})
+    except (TypeError, ValueError) as e:
+        raise _usage(e, ENGINE_FLAGS) from e
+
+
+# ---- generate --------------------------------------------------------------------------
+
+def add_generate_command(commands, common) -> None:
     gen = commands.add_parser(
-        "generate", help="generate text from a prompt",
+        "generate", parents=[common], help="generate text from a prompt",
         description="Generate a continuation of --prompt with a local Hugging Face checkpoint: a "
                     "causal LM decodes autoregressively and streams tokens; a masked LM runs "
                     "mask-predict and prints the text after every pass.",
     )
-    gen.add_argument("--model", required=True, metavar="DIR", help="checkpoint folder (config.json, weights, tokenizer)")
+    gen.set_defaults(run=run_generate)
+    add_engine_arguments(gen)
     gen.add_argument("--prompt", required=True, help="the prompt text, tokenized with the checkpoint's tokenizer")
+    gen.add_argument("--stats", action="store_true", help="print token counts and timings to stderr at the end")
 
     sampling = gen.add_argument_group("sampling (both kinds)")
-    sampling.add_argument("--temperature", type=float, help="0 = greedy (default: 1.0 causal, 0.0 mask-predict)")
-    sampling.add_argument("--top-k", type=int, help="keep the k most likely tokens; 0 = off")
+    sampling.add_argument("--temperature", type=float,
+                          help="0 = greedy; values below 1e-6 are greedy too (default: 1.0 causal, 0.0 mask-predict)")
+    sampling.add_argument("--top-k", type=int, help="keep the k most likely tokens; 0 or -1 = off")
     sampling.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]; 1.0 = off")
-    sampling.add_argument("--seed", type=int, help="seed of this request's draws (reproducible)")
+    sampling.add_argument("--seed", type=int, help="seed of this request's draws (any int, taken mod 2^64)")
 
     causal = gen.add_argument_group("causal LMs")
-    causal.add_argument("--max-tokens", type=int, help="most tokens to generate (default 16)")
+    causal.add_argument("--max-tokens", type=int, help="most tokens to generate, >= 1 (default 16)")
     causal.add_argument("--min-tokens", type=int, help="no end-of-sequence or stop token before this many")
-    causal.add_argument("--stop", action="append", help="stop when this text appears (repeatable); it is cut from the output")
+    causal.add_argument("--stop", action="append",
+                        help="stop when this text appears (repeatable); it is cut from the output; needs a tokenizer")
     causal.add_argument("--stop-token-id", dest="stop_token_ids", type=int, action="append",
                         help="stop after this token id (repeatable)")
     causal.add_argument("--ignore-eos", action="store_true", default=None,
@@ -45,40 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
     masked.add_argument("--iterations", type=int, help="refinement passes T (default 10)")
     masked.add_argument("--remask", choices=REMASK_MODES, help="which slots go back to [MASK] after a pass")
     masked.add_argument("--schedule", choices=SCHEDULES, help="how many slots stay masked after each pass")
-    masked.add_argument("--threshold", type=float, help="fill every slot with confidence >= this (Fast-dLLM)")
-    masked.add_argument("--block-size", type=int, help="semi-autoregressive blocks of this many slots")
+    masked.add_argument("--threshold", type=float, help="fill every slot with confidence >= this, in (0, 1] (Fast-dLLM)")
+    masked.add_argument("--block-length", "--block-size", dest="block_size", type=int,
+                        help="semi-autoregressive blocks of this many slots, decoded left to right")
     masked.add_argument("--stop-early", action="store_true", default=None, help="stop when a pass changes nothing")
-
-    eng = gen.add_argument_group("engine")
-    eng.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    eng.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-                     help="weights and KV cache dtype (auto: float32 on CPU, the checkpoint's on GPU)")
-    eng.add_argument("--kernel-backend", choices=("triton", "torch"),
-                     help="Triton kernels or their torch references (default: triton on CUDA, torch on CPU)")
-    eng.add_argument("--kv-block-size", type=int, default=16, help="tokens per KV cache block")
-    eng.add_argument("--num-kv-blocks", type=int, help="KV cache size in blocks (default: from the memory budget)")
-    eng.add_argument("--max-num-batched-tokens", type=int, default=4096,
-                     help="tokens per step; longer prompts are prefilled in chunks")
-    eng.add_argument("--no-prefix-caching", action="store_true", help="do not reuse cached prompt blocks")
-    eng.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
-    eng.add_argument("--allow-pickle", action="store_true", help="allow loading pytorch_model.bin (pickle) weights")
-    eng.add_argument("--stats", action="store_true", help="print token counts and timings to stderr at the end")
-    return parser
 
 
 def _given(args, names):
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
-def _params(args, kind, parser):
+def request_params(args, kind):
+    """The request's params from the flags, for a checkpoint of `kind`; misuse is a usage error."""
     other = MASKED_FLAGS if kind == "causal" else CAUSAL_FLAGS
     misplaced = _given(args, other)
     if misplaced:
-        flag = "--" + next(iter(misplaced)).replace("_", "-")
-        parser.error(f"{flag} does not apply: {args.model} is a {kind} LM")
-    if kind == "causal":
-        return SamplingParams(**_given(args, SHARED_FLAGS + CAUSAL_FLAGS))
-    return MaskPredictParams(**_given(args, SHARED_FLAGS + MASKED_FLAGS))
+        flag = _flag(next(iter(misplaced)), PARAMS_FLAGS)
+        raise UsageError(f"{flag} does not apply: {args.model} is a {kind} LM")
+    try:
+        if kind == "causal":
+            return SamplingParams(**_given(args, SHARED_FLAGS + CAUSAL_FLAGS))
+        return MaskPredictParams(**_given(args, SHARED_FLAGS + MASKED_FLAGS))
+    except (TypeError, ValueError) as e:
+        raise _usage(e, PARAMS_FLAGS) from e
 
 
 def _print_stats(out):
@@ -94,18 +178,22 @@ def _print_stats(out):
     print(", ".join(parts), file=sys.stderr)
 
 
-def generate(args, parser):
+def run_generate(args) -> int:
     from engine.engine import Engine
+    from engine.models.loader import read_architecture
 
-    config = dict(dtype=args.dtype, block_size=args.kv_block_size, max_num_batched_tokens=args.max_num_batched_tokens,
-                  num_kv_blocks=args.num_kv_blocks, enable_prefix_caching=not args.no_prefix_caching,
-                  enforce_eager=args.enforce_eager, allow_pickle=args.allow_pickle)
-    config.update(_given(args, ("device", "kernel_backend")))
-    engine = Engine(args.model, **config)
-    engine.add_request(args.prompt, _params(args, engine.kind, parser))
+    if not args.prompt:
+        raise UsageError("--prompt is empty")
+    config = engine_config(args)
+    _, kind = read_architecture(args.model)
+    params = request_params(args, kind)  # flags are checked before the weights load
+    engine = Engine(config)
+    engine.add_request(args.prompt, params)
     shown, out = "", None
     while engine.has_unfinished():
         for out in engine.step():
+            if out.error:
+                raise CommandError(f"the request failed: {out.error}")
             if engine.kind == "masked":
                 print(f"[pass {out.metrics.nfe}] {out.text}", flush=True)
             else:
@@ -115,17 +203,70 @@ def generate(args, parser):
         print(flush=True)
     if args.stats and out is not None:
         _print_stats(out)
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        generate(args, parser)
-    except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     return 0
+
+
+# ---- the command line ------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback instead of a one-line message")
+    parser = _Parser(prog="python -m engine", description="duodecode text generation")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_generate_command(commands, common)
+    return parser
+
+
+def _one_line(message) -> str:
+    return re.sub(r"\s*\n\s*", " ", str(message)).strip()
+
+
+def _report(message, status) -> int:
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    return status
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, (CommandError, ValueError, TypeError, OSError)) and str(error):
+        return str(error)
+    return f"{type(error).__name__}: {error} (run with --debug for the traceback)"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _silence_stdout():
+    """After the reader has gone, send what is left in stdout's buffer to /dev/null, so the
+    interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    debug = False
+    try:
+        args = parser.parse_args(argv)
+        debug = args.debug
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
+    except UsageError as e:
+        return _report(e, 2)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        return _report("interrupted", 130)
+    except Exception as e:
+        if debug:
+            raise
+        return _report(_describe(e), 1)
 
 
 if __name__ == "__main__":

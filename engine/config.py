@@ -1,18 +1,58 @@
-"""EngineConfig: every knob of the engine, validated once; the LLM/Engine keywords are its fields."""
+"""EngineConfig: every knob of the engine, validated once; the LLM/Engine keywords are its fields.
+
+Sizes the kernels index with int32 (KV block tables, slot maps, cu_seqlens) are capped at
+2^31 - 1; numpy numbers are accepted and stored as Python ones.
+"""
 import os
 from dataclasses import dataclass, field, fields
-from numbers import Real
 
 import torch
 
 from engine.backend import BACKENDS, default_backend
-from engine.validation import check_bool, check_int
+from engine.validation import INT32_MAX, INT64_MAX, check_bool, check_choice, check_int, check_real, check_seed
 
-DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPE_NAMES = ("auto", *DTYPES)
+INT32_SIZES = ("block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch")
 
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_path(model) -> str:
+    path = os.fspath(model) if isinstance(model, os.PathLike) else model
+    if not isinstance(path, str):
+        raise TypeError(f"model must be a checkpoint folder path (str or os.PathLike), got {model!r}")
+    if not path or "\0" in path:
+        raise ValueError(f"model must be a non-empty path without NUL characters, got {model!r}")
+    return path
+
+
+def _device(device) -> str:
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a str like 'cpu' or 'cuda:0' (or a torch.device), got {type(device).__name__}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device must be a torch device string like 'cpu' or 'cuda', got {device!r}") from e
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError("device is 'cuda' but no CUDA device is available")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"device {device!r}: there are only {count} CUDA device(s) (indices 0-{count - 1})")
+    return str(parsed)
+
+
+def _dtype(dtype):
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype must be one of {DTYPE_NAMES} or the matching torch dtype, got {dtype}")
+        return dtype
+    return check_choice("dtype", dtype, DTYPE_NAMES)
 
 
 @dataclass
@@ -23,7 +63,8 @@ class EngineConfig:
     is sized from a budget: `gpu_memory_utilization` of the GPU memory still free after the
     weights are loaded, or `cpu_kv_cache_bytes` on CPU. A step computes at most
     `max_num_batched_tokens` tokens of at most `max_num_seqs` sequences; longer prompts are
-    prefilled in chunks. `seed` seeds the generator that draws seeds for unseeded requests.
+    prefilled in chunks. `seed` (any int, stored mod 2^64) seeds the generator that draws
+    seeds for unseeded requests.
     """
 
     model: str
@@ -43,35 +84,28 @@ class EngineConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if isinstance(self.model, os.PathLike):
-            self.model = os.fspath(self.model)
-        if not isinstance(self.model, str) or not self.model:
-            raise TypeError(f"model must be a checkpoint folder path (str or os.PathLike), got {self.model!r}")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(f"device must be a torch device string like 'cpu' or 'cuda', got {self.device!r}") from e
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device is 'cuda' but no CUDA device is available")
-        self.device = str(device)
-        if not isinstance(self.dtype, torch.dtype) and self.dtype not in DTYPE_NAMES:
-            raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {self.dtype!r}")
+        self.model = _model_path(self.model)
+        self.device = _device(self.device)
+        self.dtype = _dtype(self.dtype)
         if self.kernel_backend is None:
             self.kernel_backend = default_backend(self.device)
-        if self.kernel_backend not in BACKENDS:
-            raise ValueError(f"kernel_backend must be one of {BACKENDS}, got {self.kernel_backend!r}")
-        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "cuda_graph_max_batch", "cpu_kv_cache_bytes"):
-            check_int(name, getattr(self, name), low=1)
-        if self.num_kv_blocks is not None:
-            check_int("num_kv_blocks", self.num_kv_blocks, low=1)
-        u = self.gpu_memory_utilization
-        if isinstance(u, bool) or not isinstance(u, Real) or not 0 < u <= 1:
+        self.kernel_backend = check_choice("kernel_backend", self.kernel_backend, BACKENDS)
+        for name in INT32_SIZES:
+            setattr(self, name, check_int(name, getattr(self, name), low=1, high=INT32_MAX))
+        self.num_kv_blocks = check_int("num_kv_blocks", self.num_kv_blocks, low=1, high=INT32_MAX, allow_none=True)
+        if self.num_kv_blocks is not None and self.num_kv_blocks * self.block_size > INT32_MAX + 1:
+            raise ValueError(
+                f"num_kv_blocks ({self.num_kv_blocks}) x block_size ({self.block_size}) cache slots exceed "
+                f"the int32 slot index (at most 2^31)"
+            )
+        self.cpu_kv_cache_bytes = check_int("cpu_kv_cache_bytes", self.cpu_kv_cache_bytes, low=1, high=INT64_MAX)
+        u = check_real("gpu_memory_utilization", self.gpu_memory_utilization)
+        if not 0 < u <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {u!r}")
+        self.gpu_memory_utilization = u
         for name in ("enable_prefix_caching", "enforce_eager", "allow_pickle"):
-            check_bool(name, getattr(self, name))
-        check_int("seed", self.seed, low=0)
+            setattr(self, name, check_bool(name, getattr(self, name)))
+        self.seed = check_seed("seed", self.seed)
 
     @classmethod
     def from_kwargs(cls, model, **kwargs) -> "EngineConfig":

@@ -17,6 +17,9 @@ import itertools
 import random
 import time
 
+import numpy as np
+import torch
+
 from engine.autoregressive import AutoregressiveExecutor
 from engine.backend import get_ops
 from engine.config import EngineConfig
@@ -25,8 +28,9 @@ from engine.models.loader import load_model
 from engine.output_processor import describe
 from engine.outputs import RequestOutput
 from engine.params import MaskPredictParams, SamplingParams
-from engine.validation import check_token_ids
+from engine.validation import check_params_for_model, check_prompt_ids, check_tokenized_prompt
 
+TOKEN_ID_SEQUENCES = (list, tuple, range, np.ndarray, torch.Tensor)  # what a token-id prompt may be
 EXECUTORS = {"causal": AutoregressiveExecutor, "masked": MaskPredictExecutor}
 NEEDS = {SamplingParams: "a causal LM", MaskPredictParams: "a masked LM"}
 
@@ -57,6 +61,8 @@ class Engine:
         executor = self.executor
         params = executor.params_type() if params is None else params
         self._check_params_type(params)
+        check_params_for_model(params, self.loaded.vocab_size, has_tokenizer=self.tokenizer is not None,
+                               eos_token_ids=self.loaded.eos_token_ids)
         request_id = self._new_request_id(request_id)
         text, token_ids = self._prompt_token_ids(prompt)
         executor.check_request(token_ids, params)
@@ -96,14 +102,10 @@ class Engine:
             if self.tokenizer is None:
                 raise ValueError(f"a str prompt needs a tokenizer and {self.config.model!r} has none; pass token ids")
             ids = self.tokenizer.encode(prompt, add_special_tokens=self.executor.add_special_tokens)
-            if not ids:
-                raise ValueError(f"prompt {prompt!r} tokenizes to no tokens")
-            return prompt, check_token_ids(f"the tokenization of prompt {prompt!r}", ids, vocab_size)
-        if isinstance(prompt, (list, tuple)):
-            if not prompt:
-                raise ValueError("prompt is an empty list of token ids")
-            return None, check_token_ids("prompt token ids", prompt, vocab_size)
-        raise TypeError(f"prompt must be a str or a list of token ids, got {type(prompt).__name__}")
+            return prompt, check_tokenized_prompt(prompt, ids, vocab_size)
+        if not isinstance(prompt, TOKEN_ID_SEQUENCES):
+            raise TypeError(f"prompt must be a str or a list of token ids, got {type(prompt).__name__}")
+        return None, check_prompt_ids(prompt, vocab_size)
 
     # ---- running -----------------------------------------------------------------------
 

@@ -1,22 +1,58 @@
 """Per-request generation parameters, validated on construction.
 
 A bad value raises ValueError (or TypeError for a wrong type) naming the field and the
-allowed range, before the request reaches the engine.
+allowed range, before the request reaches the engine. Values are stored in canonical form
+(numpy numbers as Python ones, sequences as lists), and `validate()` can be called again
+after a field is changed; the Engine does so when a request arrives.
+
+The ranges are what both sampler backends represent identically (per-row fp32 temperature
+and top_p, int64 top_k and seeds):
+- temperature: 0 (greedy) or a finite float up to the float32 maximum; a value below
+  MIN_TEMPERATURE is greedy and stored as 0.0 (logits / T would exceed any useful
+  precision, and both backends then take the argmax, lowest index on ties).
+- top_p: (0, 1], applied in float32; a value below the smallest normal float32 is raised to
+  it, which keeps only the most probable token (and its ties), never an empty nucleus.
+- top_k: -1 or 0 keep every token, and so does any k at or above the vocabulary size;
+  at most 2^63 - 1 (int64).
+- seed: any int, stored mod 2^64 (see engine/validation.py).
 """
 from dataclasses import dataclass, field
 
-from engine.validation import check_bool, check_int, check_real
+from engine.validation import (
+    FP32_MAX, FP32_MIN_NORMAL, INT64_MAX, check_bool, check_choice, check_int,
+    check_int_list, check_real, check_seed,
+)
+
+MIN_TEMPERATURE = 1e-6  # the temperature both sampler backends clamp to; below it: greedy
+MAX_LOGPROBS = 20
 
 
-def _check_sampling(temperature, top_k, top_p, seed):
-    check_real("temperature", temperature)
+def _sampling_fields(temperature, top_k, top_p, seed) -> tuple[float, int, float, int | None]:
+    """(temperature, top_k, top_p, seed), checked and normalised (module docstring)."""
+    temperature = check_real("temperature", temperature)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    check_int("top_k", top_k, low=-1)
-    check_real("top_p", top_p)
+    if temperature > FP32_MAX:
+        raise ValueError(f"temperature must be <= {FP32_MAX:.6g} (the float32 maximum), got {temperature}")
+    if temperature < MIN_TEMPERATURE:
+        temperature = 0.0
+    top_k = check_int("top_k", top_k, low=-1, high=INT64_MAX)
+    top_p = check_real("top_p", top_p)
     if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    check_int("seed", seed, allow_none=True)
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+    return temperature, max(top_k, 0), max(top_p, FP32_MIN_NORMAL), check_seed("seed", seed, allow_none=True)
+
+
+def _stop_strings(stop) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        raise TypeError(f"stop must be a str or a list of str, got {stop!r}")
+    if not all(stop):
+        raise ValueError(f"stop strings must be non-empty, got {stop!r}")
+    return [str(s) for s in stop]
 
 
 @dataclass
@@ -25,7 +61,9 @@ class SamplingParams:
 
     temperature 0 is greedy; top_k 0 or -1 disables top-k; top_p 1.0 disables nucleus
     sampling; seed makes the draw reproducible whatever else is in the batch.
-    logprobs=None returns none, k >= 0 returns the sampled token's logprob and the top k.
+    max_tokens >= 1 and 0 <= min_tokens <= max_tokens; stop_token_ids and stop (strings)
+    may be None, a list, a tuple (or for ids a 1-D numpy array); logprobs=None returns
+    none, k in [0, 20] returns the sampled token's logprob and the top k.
     """
 
     temperature: float = 1.0
@@ -40,27 +78,35 @@ class SamplingParams:
     logprobs: int | None = None
 
     def __post_init__(self):
-        _check_sampling(self.temperature, self.top_k, self.top_p, self.seed)
-        if self.top_k == -1:
-            self.top_k = 0
-        check_int("max_tokens", self.max_tokens, low=1)
-        check_int("min_tokens", self.min_tokens, low=0, high=self.max_tokens)
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
-        if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
-            raise TypeError(f"stop must be a non-empty str or a list of them, got {self.stop!r}")
-        self.stop = list(self.stop)
-        if not isinstance(self.stop_token_ids, (list, tuple)):
-            raise TypeError(f"stop_token_ids must be a list of ints, got {type(self.stop_token_ids).__name__}")
-        for t in self.stop_token_ids:
-            check_int("stop_token_ids entry", t, low=0)
-        self.stop_token_ids = list(self.stop_token_ids)
-        check_bool("ignore_eos", self.ignore_eos)
-        check_int("logprobs", self.logprobs, low=0, high=20, allow_none=True)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field and store it in canonical form; idempotent."""
+        self.temperature, self.top_k, self.top_p, self.seed = _sampling_fields(
+            self.temperature, self.top_k, self.top_p, self.seed)
+        self.max_tokens = check_int("max_tokens", self.max_tokens, low=1)
+        self.min_tokens = check_int("min_tokens", self.min_tokens, low=0, high=self.max_tokens)
+        self.stop = _stop_strings(self.stop)
+        ids = [] if self.stop_token_ids is None else self.stop_token_ids
+        self.stop_token_ids = check_int_list("stop_token_ids", ids, low=0)
+        self.ignore_eos = check_bool("ignore_eos", self.ignore_eos)
+        self.logprobs = check_int("logprobs", self.logprobs, low=0, high=MAX_LOGPROBS, allow_none=True)
 
 
 REMASK_MODES = ("low_confidence", "commit", "random")
 SCHEDULES = ("linear", "cosine")
+
+
+def _length_candidates(candidates) -> list[int] | None:
+    if candidates is None:
+        return None
+    lengths = check_int_list("length_candidates", candidates, low=1)
+    if not lengths:
+        raise ValueError("length_candidates must list at least one length (or be None)")
+    repeated = sorted({n for n in lengths if lengths.count(n) > 1})
+    if repeated:
+        raise ValueError(f"length_candidates must be distinct, got {lengths} (repeated: {repeated})")
+    return lengths
 
 
 @dataclass
@@ -71,9 +117,10 @@ class MaskPredictParams:
     confidences on a linear schedule. remask="commit" never re-masks a filled slot (LLaDA);
     "random" re-masks random slots. threshold (Fast-dLLM) fills every masked slot whose
     confidence reaches it, at least one per pass. block_size decodes semi-autoregressive
-    blocks left to right, the passes split evenly between them. length_candidates decodes
-    several lengths as one batch and returns the best by mean log-probability. stop_early
-    ends when a pass changes nothing.
+    blocks left to right, the passes split evenly between them. length_candidates (distinct
+    lengths) decodes several lengths as one batch and returns the best by mean
+    log-probability. stop_early ends when a pass changes nothing. temperature, top_k, top_p
+    and seed follow the rules of SamplingParams.
     """
 
     length: int = 16
@@ -91,28 +138,23 @@ class MaskPredictParams:
     return_pass_texts: bool = False
 
     def __post_init__(self):
-        check_int("length", self.length, low=1)
-        check_int("iterations", self.iterations, low=1)
-        if self.remask not in REMASK_MODES:
-            raise ValueError(f"remask must be one of {REMASK_MODES}, got {self.remask!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.threshold is not None:
-            check_real("threshold", self.threshold)
-            if not 0 < self.threshold <= 1:
-                raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        check_int("block_size", self.block_size, low=1, allow_none=True)
-        if self.length_candidates is not None:
-            if not isinstance(self.length_candidates, (list, tuple)) or not self.length_candidates:
-                raise TypeError("length_candidates must be a non-empty list of ints")
-            for n in self.length_candidates:
-                check_int("length_candidates entry", n, low=1)
-            self.length_candidates = list(self.length_candidates)
-        _check_sampling(self.temperature, self.top_k, self.top_p, self.seed)
-        if self.top_k == -1:
-            self.top_k = 0
-        for name in ("stop_early", "return_pass_texts"):
-            check_bool(name, getattr(self, name))
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field and store it in canonical form; idempotent."""
+        self.length = check_int("length", self.length, low=1)
+        self.iterations = check_int("iterations", self.iterations, low=1)
+        self.remask = check_choice("remask", self.remask, REMASK_MODES)
+        self.schedule = check_choice("schedule", self.schedule, SCHEDULES)
+        self.threshold = check_real("threshold", self.threshold, allow_none=True)
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        self.block_size = check_int("block_size", self.block_size, low=1, allow_none=True)
+        self.length_candidates = _length_candidates(self.length_candidates)
+        self.temperature, self.top_k, self.top_p, self.seed = _sampling_fields(
+            self.temperature, self.top_k, self.top_p, self.seed)
+        self.stop_early = check_bool("stop_early", self.stop_early)
+        self.return_pass_texts = check_bool("return_pass_texts", self.return_pass_texts)
 
     @property
     def lengths(self) -> list[int]:

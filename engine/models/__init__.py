@@ -2,6 +2,10 @@
 
 "causal" models decode autoregressively with a KV cache; "masked" models run mask-predict.
 Modules are imported lazily so loading one family never imports the others.
+
+MODEL_TYPES maps each supported HF `model_type` to the module whose classes read that
+config; a checkpoint whose architecture and model_type point to different modules is
+refused (its config would lack the fields the class reads).
 """
 
 MODEL_REGISTRY = {
@@ -12,4 +16,14 @@ MODEL_REGISTRY = {
     "BertForMaskedLM": ("bert", "BertForMaskedLM", "masked"),
     "RobertaForMaskedLM": ("bert", "BertForMaskedLM", "masked"),
     "DistilBertForMaskedLM": ("bert", "BertForMaskedLM", "masked"),
+}
+
+MODEL_TYPES = {
+    "gpt2": "gpt2",
+    "llama": "llama",
+    "qwen2": "llama",
+    "mistral": "llama",
+    "bert": "bert",
+    "roberta": "bert",
+    "distilbert": "bert",
 }
