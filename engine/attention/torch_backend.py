@@ -13,8 +13,10 @@ the first layer derives a `_Plan` from the step's metadata and every later layer
             [B * Lk] (slots past a sequence's context repeat its first slot).
   mask      None when no position needs hiding (equal lengths: SDPA's own causal mask for
             prefill, none for the encoder or decode), else a boolean [B, 1, Lq, Lk].
-The cache is written with one index_copy_ per tensor over its flat [slots, Hkv, D] view; the
-engine never gives this backend the padding slot -1 (CUDA graphs run the Triton backend).
+Rows are moved through 2-D [rows, heads * head_dim] views: an embedding lookup gathers them
+and index_put_ scatters them, both several times faster on CPU than indexing the 3-D
+tensors. The engine never gives this backend the padding slot -1 (CUDA graphs run the
+Triton backend).
 """
 from dataclasses import dataclass
 
@@ -86,12 +88,22 @@ def make_plan(meta, block_size: int | None) -> _Plan:
     return _Plan(batch, q_len, q_pad, q_unpad, k_len, slots, mask, False, store)
 
 
+def _rows(x, index):
+    """x[index] for x [N, H, D] and a long index, through the flat [N, H * D] view."""
+    return F.embedding(index, x.reshape(x.shape[0], -1)).view(-1, *x.shape[1:])
+
+
+def _store(cache, slots, x):
+    """cache[slots] = x for a cache [num_blocks, block_size, H, D] and rows x [T, H, D]."""
+    cache.view(-1, x.shape[1] * x.shape[2]).index_put_((slots,), x.reshape(x.shape[0], -1))
+
+
 def _attend(q, k, v, plan, scale):
     """q [T, Hq, D] packed; k/v [B * k_len, Hkv, D] rows in batch order -> [T, Hq, D]."""
     num_q_heads, head_dim = q.shape[1:]
     num_kv_heads = k.shape[1]
     if plan.q_pad is not None:
-        q = q.index_select(0, plan.q_pad)
+        q = _rows(q, plan.q_pad)
     batch = plan.batch
     out = F.scaled_dot_product_attention(
         q.reshape(batch, plan.q_len, num_q_heads, head_dim).transpose(1, 2).float(),
@@ -101,7 +113,7 @@ def _attend(q, k, v, plan, scale):
         enable_gqa=num_q_heads != num_kv_heads,
     ).transpose(1, 2).reshape(batch * plan.q_len, num_q_heads, head_dim)
     if plan.q_unpad is not None:
-        out = out.index_select(0, plan.q_unpad)
+        out = _rows(out, plan.q_unpad)
     return out.to(q.dtype)
 
 
@@ -118,14 +130,13 @@ class TorchAttention:
         """q [T, Hq, D], k/v [T, Hkv, D] of the step's tokens -> [T, Hq, D]; stores k/v first."""
         plan = self._plan(meta, k_cache)
         if k_cache is not None and plan.store is not None:
-            rows = k.shape[1:]
-            k_cache.view(-1, *rows).index_copy_(0, plan.store, k)
-            v_cache.view(-1, *rows).index_copy_(0, plan.store, v)
+            _store(k_cache, plan.store, k)
+            _store(v_cache, plan.store, v)
         if meta.mode == "prefill":
             return self._own_keys(q, k, v, scale, plan)
-        rows = k_cache.shape[2:]
-        keys = k_cache.view(-1, *rows).index_select(0, plan.k_index)
-        values = v_cache.view(-1, *rows).index_select(0, plan.k_index)
+        flat = (k_cache.shape[0] * k_cache.shape[1], *k_cache.shape[2:])
+        keys = _rows(k_cache.view(flat), plan.k_index)
+        values = _rows(v_cache.view(flat), plan.k_index)
         return _attend(q, keys, values, plan, scale)
 
     def encoder(self, q, k, v, scale, meta):
@@ -135,5 +146,5 @@ class TorchAttention:
     @staticmethod
     def _own_keys(q, k, v, scale, plan):
         if plan.k_index is not None:
-            k, v = k.index_select(0, plan.k_index), v.index_select(0, plan.k_index)
+            k, v = _rows(k, plan.k_index), _rows(v, plan.k_index)
         return _attend(q, k, v, plan, scale)
