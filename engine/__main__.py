@@ -30,7 +30,7 @@ CAUSAL_FLAGS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "ignore_eo
 MASKED_FLAGS = ("length", "iterations", "remask", "schedule", "threshold", "block_size", "stop_early")
 ENGINE_OPTIONS = ("device", "dtype", "kernel_backend", "block_size", "num_kv_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
-                  "allow_pickle")
+                  "allow_pickle", "enable_nvtx")
 # field -> its flag's dest where the two names differ (the flag is the dest with dashes)
 ENGINE_FLAGS = {"block_size": "kv_block_size"}
 PARAMS_FLAGS = {"stop_token_ids": "stop_token_id", "block_size": "block_length"}
@@ -93,6 +93,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--enforce-eager", action="store_true", default=None, help="no CUDA graphs")
     eng.add_argument("--allow-pickle", action="store_true", default=None,
                      help="allow loading pytorch_model.bin (pickle) weights, read as tensors only")
+    eng.add_argument("--enable-nvtx", action="store_true", default=None,
+                     help="mark the engine's phases as NVTX ranges for Nsight Systems (nsys profile)")
 
 
 def engine_config(args) -> EngineConfig:

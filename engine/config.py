@@ -64,7 +64,9 @@ class EngineConfig:
     weights are loaded, or `cpu_kv_cache_bytes` on CPU. A step computes at most
     `max_num_batched_tokens` tokens of at most `max_num_seqs` sequences; longer prompts are
     prefilled in chunks. `seed` (any int, stored mod 2^64) seeds the generator that draws
-    seeds for unseeded requests.
+    seeds for unseeded requests. `enable_nvtx` marks the engine's phases (schedule, prepare,
+    forward, sample, outputs; mask-predict: schedule, forward, predict, remask, detokenize)
+    as NVTX ranges for Nsight Systems (also switched on by DUODECODE_NVTX=1).
     """
 
     model: str
@@ -82,6 +84,7 @@ class EngineConfig:
     cuda_graph_max_batch: int = 256
     allow_pickle: bool = False
     seed: int = 0
+    enable_nvtx: bool = False
 
     def __post_init__(self):
         self.model = _model_path(self.model)
@@ -103,7 +106,7 @@ class EngineConfig:
         if not 0 < u <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {u!r}")
         self.gpu_memory_utilization = u
-        for name in ("enable_prefix_caching", "enforce_eager", "allow_pickle"):
+        for name in ("enable_prefix_caching", "enforce_eager", "allow_pickle", "enable_nvtx"):
             setattr(self, name, check_bool(name, getattr(self, name)))
         self.seed = check_seed("seed", self.seed)
 

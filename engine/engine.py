@@ -28,6 +28,7 @@ from engine.models.loader import load_model
 from engine.output_processor import describe
 from engine.outputs import RequestOutput
 from engine.params import MaskPredictParams, SamplingParams
+from engine.profiling import enable_nvtx
 from engine.validation import check_params_for_model, check_prompt_ids, check_tokenized_prompt
 
 TOKEN_ID_SEQUENCES = (list, tuple, range, np.ndarray, torch.Tensor)  # what a token-id prompt may be
@@ -46,6 +47,8 @@ class Engine:
         else:
             self.config = EngineConfig.from_kwargs(model, **config)
         cfg = self.config
+        if cfg.enable_nvtx:
+            enable_nvtx()
         self.loaded = load_model(cfg.model, cfg.dtype, cfg.device, cfg.kernel_backend, cfg.allow_pickle)
         self.tokenizer = self.loaded.tokenizer
         self.kind = self.loaded.kind

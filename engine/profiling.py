@@ -1,10 +1,12 @@
 """Named ranges for profilers, and a Chrome-trace capture of a block of engine work.
 
-`ranged(name)` marks a phase of a step (AR: schedule, prepare_inputs, forward, sample; mask-predict:
-schedule, forward, predict, remask). It costs
-one function call when nothing is profiling; under torch.profiler it records a
-`record_function` range, and on CUDA with NVTX enabled (`enable_nvtx()` or
-DUODECODE_NVTX=1, for Nsight Systems) it also pushes an NVTX range.
+`ranged(name)` marks a phase of a step (AR: schedule, prepare_inputs, forward, sample,
+outputs; mask-predict: schedule, forward, predict, remask, detokenize). It costs one function
+call when nothing is profiling; under torch.profiler it records a `record_function` range,
+and on CUDA with NVTX switched on it also pushes an NVTX range for Nsight Systems. The switch:
+`EngineConfig(enable_nvtx=True)` (`--enable-nvtx` on the CLI), the environment variable
+DUODECODE_NVTX=1, or `enable_nvtx()`; NVTX is process-wide, so the switch is too.
+`profile(path)` runs a block under torch.profiler and writes a Chrome/Perfetto trace.
 """
 import os
 from contextlib import contextmanager, nullcontext
