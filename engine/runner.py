@@ -46,36 +46,52 @@ class ModelRunner:
                 self.graphs = None
 
     def prepare(self, batch: ScheduledBatch) -> StepInputs:
-        """The step's inputs on the device, built with array operations."""
+        """The step's inputs on the device, built with array operations.
+
+        In a mixed step the decode sequences are packed first (meta.num_decodes), so the
+        attention backend can serve them with the decode kernel; sample_rows stay in batch
+        order either way.
+        """
         reqs, bs = batch.requests, self.block_size
         num_seqs = len(reqs)
         rows = np.fromiter((req.row for req in reqs), np.int64, num_seqs)
         starts = np.array(batch.starts, dtype=np.int64)
-        context_lens = starts + np.array(batch.num_new_tokens, dtype=np.int64)
+        counts = np.array(batch.num_new_tokens, dtype=np.int64)
+        num_decodes = 0
         if batch.is_decode:
+            mode = "decode"
             ids = np.fromiter((req.all_token_ids[-1] for req in reqs), np.int64, num_seqs)
             positions, token_rows = starts, rows
             cu = np.arange(num_seqs + 1, dtype=np.int64)
-            mode = "decode"
+            last_rows = cu[1:] - 1
         else:
-            counts = context_lens - starts
+            mode = "paged_prefill" if starts.any() else "prefill"
+            order = np.arange(num_seqs)
+            if mode == "paged_prefill":
+                decodes = (counts == 1) & (starts > 0)
+                num_decodes = int(decodes.sum())
+                order = np.argsort(~decodes, kind="stable")
+            rows, starts, counts = rows[order], starts[order], counts[order]
             cu = np.zeros(num_seqs + 1, dtype=np.int64)
             np.cumsum(counts, out=cu[1:])
             ids = np.fromiter(chain.from_iterable(
-                req.all_token_ids[s:e] for req, s, e in zip(reqs, batch.starts, context_lens.tolist())),
+                reqs[i].all_token_ids[s : s + n] for i, s, n in zip(order.tolist(), starts.tolist(), counts.tolist())),
                 np.int64, int(cu[-1]))
             seq = np.repeat(np.arange(num_seqs), counts)
             positions = np.arange(int(cu[-1])) - cu[:-1][seq] + starts[seq]
             token_rows = rows[seq]
-            mode = "paged_prefill" if starts.any() else "prefill"
+            last_rows = np.empty(num_seqs, dtype=np.int64)
+            last_rows[order] = cu[1:] - 1  # back in batch order
+        context_lens = starts + counts
         tables = self.block_manager.block_tables
         width = int(-(-context_lens.max() // bs))
         block_tables = tables[rows, :width]
         slots = tables[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
-        sample_rows = (cu[1:] - 1)[np.array(batch.samples, dtype=bool)]
+        sample_rows = last_rows[np.array(batch.samples, dtype=bool)]
         ids, positions, slots, cu, context_lens, sample_rows, block_tables = self._upload(
             ids, positions, slots, cu, context_lens, sample_rows, block_tables)
-        meta = AttentionMetadata(mode, cu, slots, context_lens, block_tables.view(num_seqs, width))
+        meta = AttentionMetadata(mode, cu, slots, context_lens, block_tables.view(num_seqs, width),
+                                 num_decodes=num_decodes)
         return StepInputs(ids, positions, meta, sample_rows)
 
     def _upload(self, *arrays):

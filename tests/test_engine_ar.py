@@ -226,3 +226,24 @@ def test_cuda_graph_decode_matches_eager(checkpoints):
     got = [o.token_ids for o in graphs.generate(prompts, params)]
     assert graphs.engine.executor.runner.graphs is not None and graphs.engine.executor.runner.graphs.graphs
     assert got == [o.token_ids for o in eager.generate(prompts, params)]
+
+
+def test_mixed_steps_on_the_triton_backend_match_hf(checkpoints):
+    """A long prompt prefilled in chunks while others decode: the decode rows of the mixed
+    steps take the decode kernel, the chunk the paged-prefill kernel."""
+    path = checkpoints["llama"]
+    long_prompt = [(5 * i) % 100 + 4 for i in range(14)]
+    prompts = [PROMPTS[0], long_prompt, PROMPTS[2]]
+    llm = LLM(path, kernel_backend="triton", block_size=4, num_kv_blocks=32, max_num_batched_tokens=6)
+    runner = llm.engine.executor.runner
+    prepare, decodes_per_step = runner.prepare, []
+
+    def recording_prepare(batch):
+        inputs = prepare(batch)
+        decodes_per_step.append(inputs.meta.num_decodes)
+        return inputs
+
+    runner.prepare = recording_prepare
+    outs = llm.generate(prompts, SamplingParams(max_tokens=4, **GREEDY))
+    assert any(decodes_per_step)  # some steps mixed decode rows with a prompt chunk
+    assert [o.token_ids for o in outs] == hf_greedy(path, prompts, 4)

@@ -8,7 +8,9 @@ Which computation serves a causal step:
                    of a chunked prefill, or decode rows mixed into the step): attention over
                    the paged cache after the step's k/v are stored;
   "decode"         one new token per sequence: attention over the paged cache.
-A bidirectional encoder pass (mask-predict) is "encoder": packed sequences, no cache, every
+In a "paged_prefill" step the runner puts the decode sequences first and counts them in
+`num_decodes`, so a backend can serve them with the decode kernel and only the longer
+queries with the paged-prefill kernel. A bidirectional encoder pass (mask-predict) is "encoder": packed sequences, no cache, every
 token sees every token of its own sequence.
 
 The metadata is built once per step; an attention backend may derive per-step tensors from
@@ -29,6 +31,7 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor | None = None  # int [T]; cache slot of each new token, -1 = skip
     context_lens: torch.Tensor | None = None  # int32 [B]; cached + new tokens per sequence
     block_tables: torch.Tensor | None = None  # int32 [B, max_blocks]
+    num_decodes: int = 0  # "paged_prefill": the first num_decodes sequences have one query each
     plan: Any = None  # the attention backend's per-step derived tensors
 
     def __post_init__(self):

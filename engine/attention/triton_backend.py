@@ -1,9 +1,12 @@
 """Attention on the Triton kernels (the GPU path; on CPU they run in Triton's interpreter).
 
-Each mode maps to one kernel launch per layer after `store_kv`; the kernels read the
-metadata's tensors directly, so nothing is derived per step on the host and the decode
-path stays CUDA-graph safe.
+Each mode maps to one kernel launch per layer after `store_kv` (a mixed step to two: its
+decode rows go to the decode kernel, whose grid fits one query per sequence, instead of
+taking a 64-128-row prefill tile each); the kernels read the metadata's tensors directly, so
+nothing is derived per step on the host and the decode path stays CUDA-graph safe.
 """
+import torch
+
 import kernels
 
 
@@ -19,8 +22,15 @@ class TritonAttention:
         if meta.mode == "decode":
             return kernels.decode_attention.unchecked(
                 q, k_cache, v_cache, meta.block_tables, meta.context_lens, scale)
-        return kernels.paged_prefill_attention.unchecked(
-            q, k_cache, v_cache, meta.block_tables, meta.cu_seqlens_q, meta.context_lens, scale)
+        d = meta.num_decodes
+        if not d:
+            return kernels.paged_prefill_attention.unchecked(
+                q, k_cache, v_cache, meta.block_tables, meta.cu_seqlens_q, meta.context_lens, scale)
+        decoded = kernels.decode_attention.unchecked(
+            q[:d], k_cache, v_cache, meta.block_tables[:d], meta.context_lens[:d], scale)
+        prefilled = kernels.paged_prefill_attention.unchecked(
+            q[d:], k_cache, v_cache, meta.block_tables[d:], meta.cu_seqlens_q[d:] - d, meta.context_lens[d:], scale)
+        return torch.cat([decoded, prefilled])
 
     def encoder(self, q, k, v, scale, meta):
         """Bidirectional attention within each packed sequence."""
