@@ -1,4 +1,5 @@
-"""Command line: `python -m engine generate --model DIR --prompt "..."`.
+"""Command line: `python -m engine generate --model DIR --prompt "..."`, and `python -m engine
+serve --model DIR` (the OpenAI-compatible server, engine/server/).
 
 A causal LM streams its tokens as they are produced; a masked LM prints its text after every
 refinement pass, which shows mask-predict at work.
@@ -24,6 +25,7 @@ from dataclasses import fields
 
 from engine.config import DTYPE_NAMES, EngineConfig
 from engine.params import REMASK_MODES, SCHEDULES, MaskPredictParams, SamplingParams
+from engine.server.cli import add_serve_command
 
 SHARED_FLAGS = ("temperature", "top_k", "top_p", "seed")
 CAUSAL_FLAGS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "ignore_eos")
@@ -217,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m engine", description="duodecode text generation")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate_command(commands, common)
+    add_serve_command(commands, common, add_engine_arguments, engine_config)
     return parser
 
 
