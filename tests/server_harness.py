@@ -1,5 +1,7 @@
-"""Starting `python -m engine serve` for tests: a subprocess on a free 127.0.0.1 port, ready
-when /health answers, always stopped (SIGTERM, then SIGKILL) and checked to be gone.
+"""Starting the server for tests on a free 127.0.0.1 port, bounded in time and always stopped:
+`running_server` runs `python -m engine serve` as a subprocess (ready when /health answers;
+SIGTERM, then SIGKILL); `serving_in_process` runs an app under uvicorn in a thread of the
+test process (which lets a test reach into its engine).
 
 Also the chat template the test tokenizers get, and tiny checkpoints that carry it.
 """
@@ -11,7 +13,10 @@ import subprocess
 import sys
 import time
 
+import threading
+
 import httpx
+import uvicorn
 from transformers import AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,3 +98,26 @@ def running_server(model: str, *flags, log_dir: str):
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def serving_in_process(app):
+    """Serve `app` from a thread; yields the base URL. The thread is joined and the port
+    closed when the block ends."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=STOP_TIMEOUT_S))
+    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process server did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT_S + 5)
+    if thread.is_alive() or not port_is_closed(port):
+        raise RuntimeError("the in-process server outlived its block")
