@@ -19,9 +19,13 @@ setup(
         "numpy",
         "tqdm",
         "matplotlib",
+        "fastapi",  # the OpenAI-compatible server (python -m engine serve)
+        "uvicorn",
+        "prometheus-client",  # its /metrics
+        "httpx",  # the serving benchmark's client
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "ruff"],
+        "test": ["pytest", "pytest-benchmark", "ruff", "openai"],
         "bench": ["pytest-benchmark"],
     },
 )

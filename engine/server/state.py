@@ -41,7 +41,7 @@ class ServerState:
 
     def model_card(self) -> dict:
         return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "duodecode",
-                "root": self.model_path, "max_model_len": self.max_positions}
+                "root": self.model_path, "max_model_len": self.max_positions, "kind": self.kind}
 
     def default_chat_max_tokens(self, engine, prompt_len: int) -> int:
         """A chat without max_tokens: a causal LM may fill the rest of its context (and of the
