@@ -290,6 +290,7 @@ def benchmark(url, args) -> tuple[dict, Workload]:
     asyncio.run(run_clients(url, model, kind, warm_up, args))
     results, duration = asyncio.run(run_clients(url, model, kind, workload, args))
     config = {k: v for k, v in vars(args).items() if k != "server_arg"}
+    config["request_rate"] = str(args.request_rate) if math.isinf(args.request_rate) else args.request_rate  # JSON has no inf
     return {"model": model, "kind": kind, "config": config, "server": report(results, duration, workload)}, workload
 
 

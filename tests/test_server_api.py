@@ -3,6 +3,7 @@
 One server per model kind, started as a subprocess on a free 127.0.0.1 port (a tiny GPT-2 with
 a chat template, a tiny BERT); the in-process LLM with the same options is the reference.
 """
+import contextlib
 import dataclasses
 
 import httpx
@@ -26,17 +27,29 @@ def gpt2(tmp_path_factory):
     return add_chat_template(make_gpt2(tmp_path_factory.mktemp("ckpt")))
 
 
-@pytest.fixture(scope="module")
-def causal_server(gpt2, tmp_path_factory):
-    with running_server(gpt2, *CAUSAL_OPTIONS, log_dir=tmp_path_factory.mktemp("logs")) as server:
-        yield server
+@contextlib.contextmanager
+def served_with_client(model, *flags, log_dir):
+    """(the server process, an OpenAI client of it); the process is checked gone afterwards."""
+    with running_server(model, *flags, log_dir=log_dir) as server:
+        with OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60) as client:
+            yield server, client
     assert server.is_gone(), "the server process or its port outlived the test"
 
 
 @pytest.fixture(scope="module")
-def client(causal_server):
-    with OpenAI(base_url=f"{causal_server.url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
-        yield c
+def causal(gpt2, tmp_path_factory):
+    with served_with_client(gpt2, *CAUSAL_OPTIONS, log_dir=tmp_path_factory.mktemp("logs")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def causal_server(causal):
+    return causal[0]
+
+
+@pytest.fixture(scope="module")
+def client(causal):
+    return causal[1]
 
 
 @pytest.fixture(scope="module")
@@ -159,16 +172,9 @@ def bert(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def masked_server(bert, tmp_path_factory):
-    with running_server(bert, log_dir=tmp_path_factory.mktemp("logs")) as server:
-        yield server
-    assert server.is_gone(), "the server process or its port outlived the test"
-
-
-@pytest.fixture(scope="module")
-def masked_client(masked_server):
-    with OpenAI(base_url=f"{masked_server.url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
-        yield c
+def masked_client(bert, tmp_path_factory):
+    with served_with_client(bert, log_dir=tmp_path_factory.mktemp("logs")) as (_, client):
+        yield client
 
 
 def test_masked_completion_equals_generate(masked_client, bert):

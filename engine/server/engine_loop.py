@@ -39,7 +39,7 @@ class Update:
     @classmethod
     def of(cls, out) -> "Update":
         return cls(out.request_id, out.token_ids, out.text, out.finished, out.finish_reason,
-                   getattr(out, "error", None), out.logprobs, len(out.prompt_token_ids))
+                   out.error, out.logprobs, len(out.prompt_token_ids))
 
     @classmethod
     def failure(cls, request_id: str, message: str) -> "Update":
