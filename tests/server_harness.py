@@ -56,3 +56,19 @@ def serving_in_process(app):
         thread.join(STOP_TIMEOUT_S + 5)
     if thread.is_alive() or not port_is_closed(port):
         raise RuntimeError("the in-process server outlived its block")
+
+
+@contextlib.contextmanager
+def slowed_steps(engine, seconds: float):
+    """Each engine step of an in-process server takes at least `seconds` more."""
+    real_step = engine.step
+
+    def step():
+        time.sleep(seconds)
+        return real_step()
+
+    engine.step = step
+    try:
+        yield
+    finally:
+        del engine.step  # back to the class's method

@@ -6,13 +6,14 @@ engine's step() boundary.
 """
 import contextlib
 import dataclasses
+import time
 
 import httpx
 import pytest
 
 from engine import Engine
 from engine.server.app import build_app
-from tests.server_harness import serving_in_process
+from tests.server_harness import serving_in_process, slowed_steps
 from tests.tiny_causal import make_gpt2
 
 MODEL = "tiny-gpt2"
@@ -162,6 +163,18 @@ def test_a_step_that_raises_fails_the_running_requests_and_the_server_goes_on(se
     assert response.status_code == 500 and "injected step failure" in response.json()["error"]["message"]
     assert engine.stats()["num_free_kv_blocks"] == engine.stats()["num_kv_blocks"]
     assert http.post("/v1/completions", json=completion()).status_code == 200
+
+
+def test_a_client_that_gives_up_on_a_whole_response_has_its_request_aborted(served):
+    http, engine = served
+    with slowed_steps(engine, 0.05):  # 100 tokens take >= 5 s; the client waits 0.5 s
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/completions", json=completion(max_tokens=100, ignore_eos=True), timeout=0.5)
+        deadline = time.monotonic() + 10
+        while engine.has_unfinished() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    stats = engine.stats()
+    assert not engine.has_unfinished() and stats["num_free_kv_blocks"] == stats["num_kv_blocks"]
 
 
 def test_the_server_still_serves_after_all_that(served):

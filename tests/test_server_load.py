@@ -9,7 +9,6 @@ to 20 ms, so none of their 100-token requests can finish before its client leave
 same process, a client busy with 200 streams could otherwise read its chunks late).
 """
 import asyncio
-import contextlib
 import random
 import time
 
@@ -20,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine import LLM, Engine, SamplingParams
 from engine.server.app import build_app
-from tests.server_harness import serving_in_process
+from tests.server_harness import serving_in_process, slowed_steps
 from tests.tiny_causal import make_gpt2
 
 MODEL = "tiny-gpt2"
@@ -119,18 +118,3 @@ def test_concurrent_streams_equal_solo_runs_and_disconnects_free_their_blocks(gp
         assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     stats = engine.stats()
     assert stats["num_free_kv_blocks"] == stats["num_kv_blocks"] and not engine.has_unfinished()
-
-
-@contextlib.contextmanager
-def slowed_steps(engine, seconds):
-    real_step = engine.step
-
-    def step():
-        time.sleep(seconds)
-        return real_step()
-
-    engine.step = step
-    try:
-        yield
-    finally:
-        del engine.step  # back to the class's method

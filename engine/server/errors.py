@@ -72,3 +72,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
         return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # still a JSON error for the client; the server logs the traceback
+        return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")
