@@ -4,12 +4,14 @@ an engine failure fails only the request it hit (a 500, or an error event in a s
 The server runs in-process (uvicorn in a thread) so that a test can inject a failure at the
 engine's step() boundary.
 """
+import asyncio
 import contextlib
-import dataclasses
+import json
 import time
 
 import httpx
 import pytest
+import torch
 
 from engine import Engine
 from engine.server.app import build_app
@@ -109,46 +111,54 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(served):
     assert response.status_code == 405 and "error" in response.json()
 
 
+POISON = [40, 41, 42, 43]  # a prompt holding these token ids in a row makes the model fail
+
+
 @contextlib.contextmanager
-def failing_requests(engine, first_token):
-    """Requests whose prompt starts with `first_token` fail inside step() as the engine reports
-    such a failure: finished, finish_reason "error", the message in `error`."""
-    real_step = engine.step
+def failing_on_poison(engine):
+    """The model's forward raises whenever its input holds POISON in a row, as a device
+    error caused by one request's input would: the engine must isolate that request."""
+    pattern = torch.tensor(POISON)
 
-    def step():
-        outputs = []
-        for out in real_step():
-            if out.prompt_token_ids[0] == first_token and not out.finished:
-                engine.abort_request(out.request_id)
-                out = dataclasses.replace(out, finished=True, finish_reason="error", error="injected failure")
-            outputs.append(out)
-        return outputs
+    def check(module, args):
+        windows = args[0].unfold(0, len(POISON), 1) if args[0].numel() >= len(POISON) else args[0][:0, None]
+        if (windows == pattern).all(dim=-1).any():
+            raise RuntimeError("injected failure: poisoned input")
 
-    engine.step = step
+    handle = engine.loaded.model.register_forward_pre_hook(check)
     try:
         yield
     finally:
-        del engine.step  # back to the class's method
+        handle.remove()
 
 
-def sse_events(http, body):
-    with http.stream("POST", "/v1/completions", json=body) as response:
+async def sse_events(http, body) -> list[str]:
+    async with http.stream("POST", "/v1/completions", json=body) as response:
         assert response.status_code == 200
-        return [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        return [line.removeprefix("data: ") async for line in response.aiter_lines() if line.startswith("data: ")]
 
 
 def test_an_engine_failure_fails_only_its_request(served):
+    """Poisoned and healthy requests sent together share steps; the engine isolates the
+    failure, the poisoned ones get a 500 (or an error event), the healthy ones their tokens."""
     http, engine = served
-    poisoned = completion(prompt=[40, 5, 6], max_tokens=8, ignore_eos=True)
-    with failing_requests(engine, first_token=40):
-        response = http.post("/v1/completions", json=poisoned)
-        assert response.status_code == 500
-        error = response.json()["error"]
-        assert "injected failure" in error["message"] and error["type"] == "server_error"
-        events = sse_events(http, dict(poisoned, stream=True))
-        assert "injected failure" in events[-2] and events[-1] == "[DONE]"
-        healthy = http.post("/v1/completions", json=completion(max_tokens=8, ignore_eos=True))
-        assert healthy.status_code == 200 and healthy.json()["usage"]["completion_tokens"] == 8
+    poisoned = completion(prompt=[5, *POISON, 6], max_tokens=8, ignore_eos=True)
+    healthy = completion(max_tokens=8, ignore_eos=True)
+
+    async def together():
+        async with httpx.AsyncClient(base_url=str(http.base_url), timeout=60) as client:
+            return await asyncio.gather(
+                client.post("/v1/completions", json=poisoned), sse_events(client, dict(poisoned, stream=True)),
+                *(client.post("/v1/completions", json=healthy) for _ in range(3)))
+
+    with failing_on_poison(engine):
+        failed, events, *fine = asyncio.run(together())
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert "injected failure" in error["message"] and error["type"] == "server_error"
+    assert "injected failure" in json.loads(events[-2])["error"]["message"] and events[-1] == "[DONE]"
+    for response in fine:
+        assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 8
 
 
 def test_a_step_that_raises_fails_the_running_requests_and_the_server_goes_on(served):

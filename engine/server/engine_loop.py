@@ -179,14 +179,25 @@ class EngineLoop:
             live = self._live.get(out.request_id)
             if live is None:
                 continue
-            update = Update.of(out)
+            update = self._read(out)
             self.metrics.on_tokens(len(update.token_ids) - live.tokens_counted)
             live.tokens_counted = len(update.token_ids)
             if update.finished:
                 del self._live[out.request_id]
-                self.metrics.on_finished(update.finish_reason, out)
+                self.metrics.on_finished(update.finish_reason, out if update.error is None else None)
             deliveries.append((live.sink, update))
         self._deliver(deliveries)
+
+    def _read(self, out) -> Update:
+        """The output as an Update; reading it (its text is decoded lazily) may fail, and then
+        only this request fails."""
+        try:
+            return Update.of(out)
+        except Exception as e:
+            logger.exception("reading the output of %s failed", out.request_id)
+            if not out.finished:
+                self.engine.abort_request(out.request_id)
+            return Update.failure(out.request_id, f"{type(e).__name__}: {e}")
 
     def _fail_all(self, message: str) -> None:
         deliveries = []
