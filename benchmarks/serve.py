@@ -318,11 +318,11 @@ def baseline(args, workload, served) -> dict:
     import torch
 
     from engine import Engine
-    from engine.server.cli import add_serve_parser, engine_options
+    from engine.__main__ import build_parser, engine_config
 
     torch.set_num_threads(args.torch_threads)
-    serve_parser = add_serve_parser(argparse.ArgumentParser().add_subparsers())
-    engine = Engine(args.model, **engine_options(serve_parser.parse_args(["--model", args.model, *args.server_arg])))
+    server_args = build_parser().parse_args(["serve", "--model", args.model, *args.server_arg])
+    engine = Engine(engine_config(server_args))
     n = WARM_UP_REQUESTS
     replay_in_process(engine, Workload(workload.prompts[:n], workload.output_lens[:n], [0.0] * n), args)
     in_process = replay_in_process(engine, workload, args)

@@ -3,6 +3,7 @@
 One server per model kind, started as a subprocess on a free 127.0.0.1 port (a tiny GPT-2 with
 a chat template, a tiny BERT); the in-process LLM with the same options is the reference.
 """
+import argparse
 import contextlib
 import dataclasses
 
@@ -11,9 +12,8 @@ import pytest
 from openai import BadRequestError, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine import LLM, EngineConfig, MaskPredictParams, SamplingParams
-from engine.__main__ import build_parser
-from engine.server.cli import engine_options, serve
+from engine import LLM, MaskPredictParams, SamplingParams
+from engine.__main__ import build_parser, main
 from tests.server_harness import add_chat_template, running_server
 from tests.tiny_causal import make_gpt2
 from tests.tiny_masked import make_masked_lm
@@ -215,19 +215,21 @@ def test_masked_lm_rejects_causal_fields_and_chat(masked_client, bert):
 # ---- the command line ----------------------------------------------------------------------
 
 
-def test_serve_has_a_flag_for_every_engine_option(capsys):
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["serve", "--help"])
-    help_text = capsys.readouterr().out
-    for f in dataclasses.fields(EngineConfig):
-        if f.name != "model":
-            assert "--" + f.name.replace("_", "-") in help_text, f.name
-    args = build_parser().parse_args(["serve", "--model", "m", "--max-num-seqs", "8", "--no-enable-prefix-caching",
-                                      "--dtype", "float32"])
-    assert engine_options(args) == {"max_num_seqs": 8, "enable_prefix_caching": False, "dtype": "float32"}
+def test_serve_takes_the_engine_flags_of_generate_and_its_own():
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    def flags(parser, group=None):
+        groups = [g for g in parser._action_groups if group is None or g.title == group]
+        return {s for g in groups for a in g._group_actions for s in a.option_strings}
+
+    engine_flags = flags(commands["generate"], "engine")
+    assert "--num-kv-blocks" in engine_flags and engine_flags <= flags(commands["serve"], "engine")
+    assert {"--model", "--host", "--port", "--served-model-name", "--log-level", "--disable-access-log",
+            "--debug"} <= flags(commands["serve"])
 
 
-def test_serve_reports_a_bad_model_and_exits(tmp_path, capsys):
-    args = build_parser().parse_args(["serve", "--model", str(tmp_path / "missing")])
-    assert serve(args) == 1
+def test_serve_reports_a_bad_model_or_flag_and_exits(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--port", "http"]) == 2
+    assert "--port" in capsys.readouterr().err
