@@ -10,8 +10,10 @@ window in one call of the fast tokenizer's Rust backend (with the same clean-up 
 applies) keeps per-token Python overhead off the decode loop.
 
 The engine advances a request's text only when it is needed: every step for a request with
-stop strings, otherwise when an output's text is read (`text_at`), which catches up over all
-tokens since the last read in one window.
+stop strings, otherwise when an output's text is read (a `TextAt` behind RequestOutput.text),
+which catches up over all tokens since the last read in one window. `decode_texts` resolves
+the texts of a whole step's outputs in one batched call (what a server streaming every
+request every step wants).
 """
 
 
@@ -62,3 +64,28 @@ class IncrementalDetokenizer:
         if req.detok_read_offset < num_generated:
             self.advance([req], [num_generated])
         return req.text
+
+
+class TextAt:
+    """The text of `request` after its first `num_generated` output tokens, decoded when called."""
+
+    __slots__ = ("detokenizer", "request", "num_generated")
+
+    def __init__(self, detokenizer: IncrementalDetokenizer, request, num_generated: int):
+        self.detokenizer, self.request, self.num_generated = detokenizer, request, num_generated
+
+    def __call__(self) -> str:
+        return self.detokenizer.text_at(self.request, self.num_generated)
+
+
+def decode_texts(outputs) -> None:
+    """Decode the lazy texts of many outputs with one batched call per detokenizer; reading
+    `out.text` afterwards costs nothing. Outputs whose text is known are left alone."""
+    behind: dict[IncrementalDetokenizer, dict] = {}
+    for out in outputs:
+        lazy = out._detokenize
+        if out._text is None and isinstance(lazy, TextAt) and lazy.request.detok_read_offset < lazy.num_generated:
+            wanted = behind.setdefault(lazy.detokenizer, {})
+            wanted[lazy.request] = max(wanted.get(lazy.request, 0), lazy.num_generated)
+    for detokenizer, wanted in behind.items():
+        detokenizer.advance(list(wanted), list(wanted.values()))

@@ -8,9 +8,7 @@ needed); the others' text is decoded when someone reads it (RequestOutput.text),
 running request with stop strings shows its text without the tail that could still become
 the start of a stop string.
 """
-from functools import partial
-
-from engine.detokenizer import IncrementalDetokenizer
+from engine.detokenizer import IncrementalDetokenizer, TextAt
 from engine.outputs import RequestOutput
 from engine.request import Request
 
@@ -79,7 +77,7 @@ class OutputProcessor:
             if req.finish_reason is None:  # hold back what could still start a stop string
                 text = text[: max(0, len(text) - max(map(len, req.params.stop)) + 1)]
         else:
-            text, detokenize = None, partial(self.detokenizer.text_at, req, req.num_generated)
+            text, detokenize = None, TextAt(self.detokenizer, req, req.num_generated)
         return RequestOutput(
             request_id=req.request_id, prompt=req.prompt, prompt_token_ids=req.prompt_token_ids,
             token_ids=req.all_token_ids[req.num_prompt_tokens:], text=text, detokenize=detokenize,

@@ -49,3 +49,22 @@ def test_lazy_reads_at_any_point_equal_full_decode(clean_up):
             assert detok.text_at(req, n) == tok.decode(req.output_token_ids[:n], skip_special_tokens=True)
     old = 7
     assert detok.text_at(req, old) == tok.decode(req.output_token_ids[:old], skip_special_tokens=True)
+
+
+def test_decode_texts_resolves_a_steps_outputs_in_one_call(tmp_path):
+    """decode_texts gives every lazy output the text reading it alone would give."""
+    from engine import Engine, SamplingParams
+    from engine.detokenizer import decode_texts
+    from tests.tiny_causal import make_gpt2
+
+    engine = Engine(make_gpt2(str(tmp_path / "gpt2")), num_kv_blocks=32, block_size=4)
+    for prompt in ("the cat", "a dog sees", "the bird"):
+        engine.add_request(prompt, SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True))
+    tok = engine.tokenizer
+    while engine.has_unfinished():
+        outputs = engine.step()
+        decode_texts(outputs)
+        for out in outputs:  # caught up: reading the text decodes nothing more
+            lazy = out._detokenize
+            assert lazy.request.detok_read_offset == lazy.num_generated == len(out.token_ids)
+            assert out.text == tok.decode(out.token_ids, skip_special_tokens=True)

@@ -20,6 +20,8 @@ import queue
 import threading
 from dataclasses import dataclass
 
+from engine.detokenizer import decode_texts
+
 logger = logging.getLogger(__name__)
 
 
@@ -174,6 +176,10 @@ class EngineLoop:
             logger.exception("engine step failed")
             self._fail_all(f"the engine failed on this batch: {type(e).__name__}: {e}")
             return
+        try:
+            decode_texts([out for out in outputs if out.request_id in self._live])
+        except Exception:  # noqa: BLE001 - each output is then read, and fails, on its own
+            logger.exception("decoding a step's texts in one call failed")
         deliveries = []
         for out in outputs:
             live = self._live.get(out.request_id)
