@@ -47,6 +47,21 @@ def _device(device) -> str:
     return str(parsed)
 
 
+def check_tensor_parallel_size(size, device: str, cuda_devices: int) -> int:
+    """An int >= 1; on CUDA, ranks take consecutive devices from the configured one, so they
+    must all exist."""
+    size = check_int("tensor_parallel_size", size, low=1, high=INT32_MAX)
+    parsed = torch.device(device)
+    if parsed.type == "cuda":
+        first = parsed.index or 0
+        if first + size > cuda_devices:
+            raise ValueError(
+                f"tensor_parallel_size {size} needs CUDA devices {first}..{first + size - 1}, "
+                f"but there are {cuda_devices}"
+            )
+    return size
+
+
 def _dtype(dtype):
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
@@ -67,6 +82,8 @@ class EngineConfig:
     seeds for unseeded requests. `enable_nvtx` marks the engine's phases (schedule, prepare,
     forward, sample, outputs; mask-predict: schedule, forward, predict, remask, detokenize)
     as NVTX ranges for Nsight Systems (also switched on by DUODECODE_NVTX=1).
+    `tensor_parallel_size` > 1 splits the model over that many processes
+    (engine.distributed), each on its own device on CUDA.
     """
 
     model: str
@@ -85,6 +102,7 @@ class EngineConfig:
     allow_pickle: bool = False
     seed: int = 0
     enable_nvtx: bool = False
+    tensor_parallel_size: int = 1
 
     def __post_init__(self):
         self.model = _model_path(self.model)
@@ -109,6 +127,8 @@ class EngineConfig:
         for name in ("enable_prefix_caching", "enforce_eager", "allow_pickle", "enable_nvtx"):
             setattr(self, name, check_bool(name, getattr(self, name)))
         self.seed = check_seed("seed", self.seed)
+        cuda_devices = torch.cuda.device_count() if self.device.startswith("cuda") else 0
+        self.tensor_parallel_size = check_tensor_parallel_size(self.tensor_parallel_size, self.device, cuda_devices)
 
     @classmethod
     def from_kwargs(cls, model, **kwargs) -> "EngineConfig":

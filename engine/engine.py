@@ -12,6 +12,11 @@ stats, fail_all, and the attributes params_type and add_special_tokens.
 A request that fails inside a step finishes with finish_reason "error"; the executor isolates
 it from the others where it can, and an error it cannot attribute ends every request in
 flight, never the engine (see `step`).
+
+With tensor_parallel_size > 1 the model the executor gets is rank 0's TensorParallelModel
+(engine.distributed): the Engine starts the worker processes and owns their end, `close()`
+(also on garbage collection and at interpreter exit). A worker that dies makes every later
+request fail with an error naming it.
 """
 import itertools
 import random
@@ -23,6 +28,7 @@ import torch
 from engine.autoregressive import AutoregressiveExecutor
 from engine.backend import get_ops
 from engine.config import EngineConfig
+from engine.distributed.launch import start_tensor_parallel
 from engine.mask_predict import MaskPredictExecutor
 from engine.models.loader import load_model
 from engine.output_processor import describe
@@ -49,10 +55,19 @@ class Engine:
         cfg = self.config
         if cfg.enable_nvtx:
             enable_nvtx()
-        self.loaded = load_model(cfg.model, cfg.dtype, cfg.device, cfg.kernel_backend, cfg.allow_pickle)
+        self._tensor_parallel = None
+        if cfg.tensor_parallel_size > 1:
+            self.loaded, cfg = start_tensor_parallel(cfg)  # cfg: rank 0's, with the agreed KV blocks
+            self._tensor_parallel = self.loaded.model
+        else:
+            self.loaded = load_model(cfg.model, cfg.dtype, cfg.device, cfg.kernel_backend, cfg.allow_pickle)
         self.tokenizer = self.loaded.tokenizer
         self.kind = self.loaded.kind
-        self.executor = EXECUTORS[self.kind](self.loaded, cfg, get_ops(cfg.kernel_backend))
+        try:
+            self.executor = EXECUTORS[self.kind](self.loaded, cfg, get_ops(cfg.kernel_backend))
+        except BaseException:
+            self.close()
+            raise
         self._seeds = random.Random(cfg.seed)  # seeds of requests that bring none
         self._ids = itertools.count()
         self._live: set[str] = set()  # ids of unfinished requests
@@ -134,6 +149,11 @@ class Engine:
 
     def has_unfinished(self) -> bool:
         return self.executor.has_unfinished()
+
+    def close(self) -> None:
+        """End the tensor-parallel workers, if any (then the engine cannot step); idempotent."""
+        if self._tensor_parallel is not None:
+            self._tensor_parallel.close()
 
     def stats(self) -> dict:
         """The engine's counters: num_running, num_waiting, num_kv_blocks, num_free_kv_blocks

@@ -65,6 +65,8 @@ class LLM:
 
     def close(self) -> None:
         """Release the engine (and, with tensor parallelism, end its worker processes)."""
+        if self.engine is not None:
+            self.engine.close()
         self.engine = None
 
     def __enter__(self):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from engine.attention import AttentionMetadata
-from engine.cuda_graphs import DecodeGraphs
+from engine.distributed.driver import decode_graphs
 from engine.kv_cache import BlockManager, allocate_kv_cache
 from engine.profiling import ranged
 from engine.scheduler import ScheduledBatch
@@ -38,7 +38,7 @@ class ModelRunner:
         max_blocks = -(-max_model_len // config.block_size)
         self.graphs = None
         if use_graphs:
-            self.graphs = DecodeGraphs(model, self.device, min(config.cuda_graph_max_batch, config.max_num_seqs), max_blocks)
+            self.graphs = decode_graphs(model, self.device, min(config.cuda_graph_max_batch, config.max_num_seqs), max_blocks)
             try:
                 self.graphs.capture_all()
             except RuntimeError as e:  # a kernel that synchronises with the host cannot be captured

@@ -1,10 +1,10 @@
 """Autoregressive engine end to end on tiny random checkpoints, against HF and against itself."""
-import random
-
 import pytest
 import torch
 
 from engine import LLM, Engine, SamplingParams
+from tests.stress import ENGINE as STRESS_ENGINE
+from tests.stress import run_requests, stress_requests
 from tests.tiny_causal import MAKERS, hf_model
 
 GREEDY = dict(temperature=0.0, ignore_eos=True)
@@ -67,22 +67,9 @@ def test_logprobs_match_hf_log_softmax(checkpoints):
 def test_stress_preemption_matches_requests_run_alone(checkpoints):
     """200 random requests through a cache that forces preemption; each output equals its solo run."""
     path = checkpoints["gpt2"]
-    rng = random.Random(1)
-    shared = [rng.randrange(4, 128) for _ in range(9)]  # half the prompts share it: prefix hits too
-
-    def prompt():
-        own = [rng.randrange(4, 128) for _ in range(rng.randint(1, 16))]
-        return shared[: rng.randint(4, 9)] + own if rng.random() < 0.5 else own
-
-    requests = [(prompt(), rng.randint(1, 8)) for _ in range(200)]
-    engine = Engine(path, block_size=4, num_kv_blocks=24, max_num_seqs=24, max_num_batched_tokens=48)
-    ids = {engine.add_request(p, SamplingParams(max_tokens=n, **GREEDY)): i for i, (p, n) in enumerate(requests)}
-    got, cached_tokens = {}, 0
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.finished:
-                got[ids[out.request_id]] = out.token_ids
-                cached_tokens += out.metrics.cached_prompt_tokens
+    requests = stress_requests()
+    engine = Engine(path, **STRESS_ENGINE)
+    got, cached_tokens = run_requests(engine, requests)
     assert len(got) == len(requests)
     stats = engine.stats()
     assert stats["num_preemptions"] > 0

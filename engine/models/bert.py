@@ -9,7 +9,9 @@ All three are the same post-norm bidirectional encoder:
 and differ only in weight names, config field names and two details: RoBERTa numbers
 positions from padding_idx + 1 (fairseq's padding offset), DistilBERT has no token-type
 embedding. Sequences are packed flat (no padding is computed); attention runs in "encoder"
-mode over the metadata's `cu_seqlens_q`, so nothing attends across sequences.
+mode over the metadata's `cu_seqlens_q`, so nothing attends across sequences. Under tensor
+parallelism (`tp`) each rank holds its heads, its feed-forward slice and its vocabulary rows
+of the word embedding and the decoder; the rest is replicated.
 """
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.attention import AttentionMetadata, EncoderAttention
+from engine.distributed.layers import ParallelLMHead, QKVParallelLinear, RowParallelLinear, VocabParallelEmbedding
+from engine.distributed.parallel import SINGLE
 from engine.models.layers import MLP, Activation, LayerNorm, check_activation
 from engine.models.weights import WeightSource, load_hf_weights
 
@@ -89,14 +93,15 @@ def _shape(config, model_type):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, ops, hidden, heads, intermediate, eps, activation):
+    def __init__(self, ops, hidden, heads, intermediate, eps, activation, tp):
         super().__init__()
-        self.num_heads, self.head_dim = heads, hidden // heads
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.attn = EncoderAttention(ops.attention, heads, self.head_dim, self.head_dim**-0.5)
-        self.attn_out = nn.Linear(hidden, hidden)
+        self.head_dim = hidden // heads
+        self.qkv = QKVParallelLinear(hidden, self.head_dim, heads, heads, True, tp)
+        self.num_heads = self.qkv.num_heads  # this rank's
+        self.attn = EncoderAttention(ops.attention, self.num_heads, self.head_dim, self.head_dim**-0.5)
+        self.attn_out = RowParallelLinear(hidden, hidden, True, tp)
         self.attn_norm = LayerNorm(ops, hidden, eps)
-        self.ffn = MLP(ops, hidden, intermediate, activation)
+        self.ffn = MLP(ops, hidden, intermediate, activation, tp=tp)
         self.ffn_norm = LayerNorm(ops, hidden, eps)
 
     def forward(self, h, meta):
@@ -110,7 +115,7 @@ class EncoderLayer(nn.Module):
 class BertForMaskedLM(nn.Module):
     """One class for the three families; `hf_config.model_type` picks the weight names."""
 
-    def __init__(self, hf_config, ops):
+    def __init__(self, hf_config, ops, tp=SINGLE):
         super().__init__()
         model_type = hf_config.model_type
         if model_type not in FAMILIES:
@@ -126,18 +131,18 @@ class BertForMaskedLM(nn.Module):
         # RoBERTa's position 0 of a sequence is embedding row padding_idx + 1
         self.position_offset = hf_config.pad_token_id + 1 if model_type == "roberta" else 0
         self.max_positions = num_positions - self.position_offset  # tokens one sequence may hold
-        self.word = nn.Embedding(self.vocab_size, hidden)
+        self.word = VocabParallelEmbedding(self.vocab_size, hidden, tp)
         self.position = nn.Embedding(num_positions, hidden)
         self.token_type = nn.Embedding(hf_config.type_vocab_size, hidden) if "token_type.weight" in self.family.embeddings else None
         self.embed_norm = LayerNorm(ops, hidden, eps)
         activation = check_activation(act, "hidden_act" if model_type != "distilbert" else "activation")
         self.layers = nn.ModuleList(
-            EncoderLayer(ops, hidden, heads, intermediate, eps, activation) for _ in range(layers)
+            EncoderLayer(ops, hidden, heads, intermediate, eps, activation, tp) for _ in range(layers)
         )
         self.head_dense = nn.Linear(hidden, hidden)
         self.head_act = Activation(ops, check_activation(head_act, "hidden_act"))
         self.head_norm = LayerNorm(ops, hidden, eps)
-        self.decoder = nn.Linear(hidden, self.vocab_size)
+        self.decoder = ParallelLMHead(hidden, self.vocab_size, True, tp)
 
     def forward(self, input_ids, positions, meta: AttentionMetadata):
         """Packed sequences -> final hidden states [T, H].
@@ -148,7 +153,7 @@ class BertForMaskedLM(nn.Module):
         pos = F.embedding(positions + self.position_offset, self.position.weight)
         if self.token_type is not None:
             pos = pos + self.token_type.weight[0]  # every token is segment 0
-        h, _ = self.embed_norm(F.embedding(input_ids, self.word.weight), pos)
+        h, _ = self.embed_norm(self.word(input_ids), pos)
         for layer in self.layers:
             h = layer(h, meta)
         return h

@@ -6,27 +6,31 @@ Pre-norm blocks with learned absolute positions:
     per block:  h += attn(ln_1(h));  h += mlp(ln_2(h))
     logits = ln_f(h) @ wte^T   (the head is tied to the token embedding unless saved apart)
 
-The residual add is fused into the next LayerNorm (engine.models.layers).
+The residual add is fused into the next LayerNorm (engine.models.layers). Under tensor
+parallelism (`tp`) each rank holds its heads, its MLP slice and its vocabulary rows.
 """
 import torch.nn.functional as F
 from torch import nn
 
 from engine.attention import AttentionMetadata, PagedAttention
+from engine.distributed.layers import ParallelLMHead, QKVParallelLinear, RowParallelLinear, VocabParallelEmbedding
+from engine.distributed.parallel import SINGLE
 from engine.models.layers import MLP, LayerNorm, check_activation
 from engine.models.weights import WeightSource, canonical_names, load_hf_weights
 
 
 class GPT2Attention(nn.Module):
-    def __init__(self, config, ops, layer_idx):
+    def __init__(self, config, ops, layer_idx, tp):
         super().__init__()
         hidden, heads = config.n_embd, config.n_head
-        self.num_heads, self.head_dim = heads, hidden // heads
-        self.qkv_proj = nn.Linear(hidden, 3 * hidden)
-        self.o_proj = nn.Linear(hidden, hidden)
+        self.head_dim = hidden // heads
+        self.qkv_proj = QKVParallelLinear(hidden, self.head_dim, heads, heads, True, tp)
+        self.num_heads = self.qkv_proj.num_heads  # this rank's
+        self.o_proj = RowParallelLinear(hidden, hidden, True, tp)
         scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
             scale /= layer_idx + 1
-        self.attn = PagedAttention(ops.attention, heads, heads, self.head_dim, scale)
+        self.attn = PagedAttention(ops.attention, self.num_heads, self.num_heads, self.head_dim, scale)
 
     def forward(self, x, meta):
         q, k, v = self.qkv_proj(x).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
@@ -34,13 +38,13 @@ class GPT2Attention(nn.Module):
 
 
 class GPT2Block(nn.Module):
-    def __init__(self, config, ops, layer_idx):
+    def __init__(self, config, ops, layer_idx, tp):
         super().__init__()
         hidden, eps = config.n_embd, config.layer_norm_epsilon
         self.ln_1 = LayerNorm(ops, hidden, eps)
-        self.attn = GPT2Attention(config, ops, layer_idx)
+        self.attn = GPT2Attention(config, ops, layer_idx, tp)
         self.ln_2 = LayerNorm(ops, hidden, eps)
-        self.mlp = MLP(ops, hidden, config.n_inner or 4 * hidden, config.activation_function)
+        self.mlp = MLP(ops, hidden, config.n_inner or 4 * hidden, config.activation_function, tp=tp)
 
     def forward(self, hidden, residual, meta):
         """hidden: the previous block's output; residual: the stream before it (None at the
@@ -54,20 +58,20 @@ class GPT2Block(nn.Module):
 
 
 class GPT2ForCausalLM(nn.Module):
-    def __init__(self, hf_config, ops):
+    def __init__(self, hf_config, ops, tp=SINGLE):
         super().__init__()
         config = hf_config
         check_activation(config.activation_function, "GPT-2 activation_function")
         self.config = config
         self.tie_word_embeddings = getattr(config, "tie_word_embeddings", True)
         self.vocab_size = config.vocab_size
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wte = VocabParallelEmbedding(config.vocab_size, config.n_embd, tp)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
-        self.blocks = nn.ModuleList(GPT2Block(config, ops, i) for i in range(config.n_layer))
+        self.blocks = nn.ModuleList(GPT2Block(config, ops, i, tp) for i in range(config.n_layer))
         self.ln_f = LayerNorm(ops, config.n_embd, config.layer_norm_epsilon)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = ParallelLMHead(config.n_embd, config.vocab_size, False, tp)
         self.num_layers = config.n_layer
-        self.num_kv_heads = config.n_head
+        self.num_kv_heads = config.n_head // tp.size  # this rank's (the blocks checked that it divides)
         self.head_dim = config.n_embd // config.n_head
 
     def attention_layers(self):
@@ -75,7 +79,7 @@ class GPT2ForCausalLM(nn.Module):
 
     def forward(self, input_ids, positions, meta: AttentionMetadata):
         """Flat tokens input_ids/positions [T] -> final hidden states [T, n_embd]."""
-        hidden = F.embedding(input_ids, self.wte.weight) + F.embedding(positions, self.wpe.weight)
+        hidden = self.wte(input_ids) + F.embedding(positions, self.wpe.weight)
         residual = None
         for block in self.blocks:
             hidden, residual = block(hidden, residual, meta)
@@ -83,7 +87,7 @@ class GPT2ForCausalLM(nn.Module):
         return out
 
     def compute_logits(self, hidden):
-        return F.linear(hidden, self.lm_head.weight)
+        return self.lm_head(hidden)
 
     def load_weights(self, weights):
         weights = canonical_names(weights, "transformer.")

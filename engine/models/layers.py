@@ -2,7 +2,8 @@
 
 `ops` is the namespace `engine.backend.get_ops` returns (Triton kernels or their torch
 twins, unchecked). A new family composes these with `engine.attention.PagedAttention` /
-`EncoderAttention` and `nn.Linear`, and maps its checkpoint names in `load_weights`.
+`EncoderAttention` and the parallel linears of `engine.distributed.layers` (plain linears at
+tensor_parallel_size 1), and maps its checkpoint names in `load_weights`.
 
 Norms fuse the residual add: with a residual, `norm(x, residual)` returns
 (normalized(x + residual), x + residual), so a pre-norm block carries its residual stream
@@ -12,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.distributed.layers import ColumnParallelLinear, RowParallelLinear
+from engine.distributed.parallel import SINGLE, TensorParallel
 from engine.models.rope import rope_tables_from_config
 
 # HF activation names -> (kernel, GELU approximation)
@@ -65,26 +68,28 @@ class Activation(nn.Module):
 
 
 class MLP(nn.Module):
-    """fc_out(act(fc_in(x))): GPT-2's and BERT's feed-forward."""
+    """fc_out(act(fc_in(x))): GPT-2's and BERT's feed-forward (inner features split across ranks)."""
 
-    def __init__(self, ops, hidden: int, inner: int, activation: str, bias: bool = True):
+    def __init__(self, ops, hidden: int, inner: int, activation: str, bias: bool = True,
+                 tp: TensorParallel = SINGLE):
         super().__init__()
-        self.fc_in = nn.Linear(hidden, inner, bias=bias)
+        self.fc_in = ColumnParallelLinear(hidden, (inner,), bias, tp, what="MLP features")
         self.act = Activation(ops, activation)
-        self.fc_out = nn.Linear(inner, hidden, bias=bias)
+        self.fc_out = RowParallelLinear(inner, hidden, bias, tp, what="MLP features")
 
     def forward(self, x):
         return self.fc_out(self.act(self.fc_in(x)))
 
 
 class GatedMLP(nn.Module):
-    """down(silu(gate(x)) * up(x)) with gate and up fused in one matmul (SwiGLU)."""
+    """down(silu(gate(x)) * up(x)) with gate and up fused in one matmul (SwiGLU); each rank
+    holds its slice of gate and of up, side by side."""
 
-    def __init__(self, ops, hidden: int, inner: int, bias: bool = False):
+    def __init__(self, ops, hidden: int, inner: int, bias: bool = False, tp: TensorParallel = SINGLE):
         super().__init__()
         self.ops = ops
-        self.gate_up_proj = nn.Linear(hidden, 2 * inner, bias=bias)
-        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+        self.gate_up_proj = ColumnParallelLinear(hidden, (inner, inner), bias, tp, what="MLP features")
+        self.down_proj = RowParallelLinear(inner, hidden, bias, tp, what="MLP features")
 
     def forward(self, x):
         return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))

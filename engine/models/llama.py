@@ -4,12 +4,15 @@ Pre-norm decoder blocks with RMSNorm, rotary positions (rope scaling folded into
 grouped-query attention and a SwiGLU MLP. q/k/v and gate/up are fused into one matmul each.
 Family differences come from the config: Qwen2 has biases on q/k/v, `attention_bias` /
 `mlp_bias` add the others, `tie_word_embeddings` shares the embedding with the head, and a
-Mistral sliding window caps the served context (see loader.max_positions).
+Mistral sliding window caps the served context (see loader.max_positions). Under tensor
+parallelism (`tp`) each rank holds its query heads with their key/value heads, its slice of
+the MLP and its vocabulary rows.
 """
-import torch.nn.functional as F
 from torch import nn
 
 from engine.attention import AttentionMetadata, PagedAttention
+from engine.distributed.layers import ParallelLMHead, QKVParallelLinear, RowParallelLinear, VocabParallelEmbedding
+from engine.distributed.parallel import SINGLE
 from engine.models.layers import GatedMLP, RMSNorm, RotaryEmbedding
 from engine.models.weights import WeightSource, canonical_names, load_hf_weights
 
@@ -22,18 +25,18 @@ def _head_dim(config):
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config, ops, rotary):
+    def __init__(self, config, ops, rotary, tp):
         super().__init__()
         self.rotary = rotary
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        num_heads = config.num_attention_heads
+        num_kv_heads = getattr(config, "num_key_value_heads", None) or num_heads
         self.head_dim = _head_dim(config)
-        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.split_sizes = (q_size, kv_size, kv_size)
         attention_bias = getattr(config, "attention_bias", False)
         qkv_bias = attention_bias or config.model_type == "qwen2"
-        self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=qkv_bias)
-        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=attention_bias)
+        self.qkv_proj = QKVParallelLinear(config.hidden_size, self.head_dim, num_heads, num_kv_heads, qkv_bias, tp)
+        self.num_heads, self.num_kv_heads = self.qkv_proj.num_heads, self.qkv_proj.num_kv_heads  # this rank's
+        self.split_sizes = self.qkv_proj.split_sizes
+        self.o_proj = RowParallelLinear(num_heads * self.head_dim, config.hidden_size, attention_bias, tp)
         self.attn = PagedAttention(ops.attention, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
 
     def forward(self, x, positions, meta):
@@ -46,13 +49,13 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, ops, rotary):
+    def __init__(self, config, ops, rotary, tp):
         super().__init__()
         hidden, eps = config.hidden_size, config.rms_norm_eps
         self.input_layernorm = RMSNorm(ops, hidden, eps)
-        self.self_attn = LlamaAttention(config, ops, rotary)
+        self.self_attn = LlamaAttention(config, ops, rotary, tp)
         self.post_attention_layernorm = RMSNorm(ops, hidden, eps)
-        self.mlp = GatedMLP(ops, hidden, config.intermediate_size, bias=getattr(config, "mlp_bias", False))
+        self.mlp = GatedMLP(ops, hidden, config.intermediate_size, bias=getattr(config, "mlp_bias", False), tp=tp)
 
     def forward(self, hidden, residual, positions, meta):
         """hidden: the previous layer's output; residual: the stream before it (None at the
@@ -66,7 +69,7 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
-    def __init__(self, hf_config, ops):
+    def __init__(self, hf_config, ops, tp=SINGLE):
         super().__init__()
         config = hf_config
         if config.hidden_act != "silu":
@@ -75,12 +78,12 @@ class LlamaForCausalLM(nn.Module):
         self.tie_word_embeddings = getattr(config, "tie_word_embeddings", False)
         self.vocab_size = config.vocab_size
         rotary = RotaryEmbedding(ops, config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, ops, rotary) for _ in range(config.num_hidden_layers)
+            LlamaDecoderLayer(config, ops, rotary, tp) for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(ops, config.hidden_size, config.rms_norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = ParallelLMHead(config.hidden_size, config.vocab_size, False, tp)
         self.num_layers = config.num_hidden_layers
         self.num_kv_heads = self.layers[0].self_attn.num_kv_heads
         self.head_dim = _head_dim(config)
@@ -90,7 +93,7 @@ class LlamaForCausalLM(nn.Module):
 
     def forward(self, input_ids, positions, meta: AttentionMetadata):
         """Flat tokens input_ids/positions [T] -> final hidden states [T, hidden_size]."""
-        hidden = F.embedding(input_ids, self.embed_tokens.weight)
+        hidden = self.embed_tokens(input_ids)
         residual = None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual, positions, meta)
@@ -98,7 +101,7 @@ class LlamaForCausalLM(nn.Module):
         return out
 
     def compute_logits(self, hidden):
-        return F.linear(hidden, self.lm_head.weight)
+        return self.lm_head(hidden)
 
     def load_weights(self, weights):
         weights = canonical_names(weights, "model.")

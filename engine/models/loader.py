@@ -4,7 +4,8 @@ The folder holds config.json, the weights (model.safetensors, a sharded
 model.safetensors.index.json, or, only when pickle is allowed, pytorch_model.bin) and
 usually the tokenizer files. The model is built on the meta device, so no memory is spent on
 a random initialisation, and its parameters become the checkpoint's tensors, cast once to
-the requested dtype and device.
+the requested dtype and device. Safetensors are read lazily, tensor by tensor: a
+tensor-parallel rank (`tp`) reads only the slices its layers hold, never the whole model.
 
 Everything is checked before the model serves a request, and every refusal is a ValueError
 whose message names the file and what is wrong with it: config.json (valid JSON, an
@@ -24,12 +25,13 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig, PretrainedConfig
 from transformers import PreTrainedTokenizerBase
 
 from engine.backend import get_ops
 from engine.config import DTYPES
+from engine.distributed.parallel import SINGLE, ShardingError, TensorParallel
 from engine.models import MODEL_REGISTRY, MODEL_TYPES
 from engine.validation import check_int, check_int_list
 
@@ -218,12 +220,28 @@ def weight_files(path, allow_pickle=False) -> WeightFiles:
     return _read_index(path, PICKLE_INDEX)
 
 
-def _read_file(file, is_pickle, device) -> dict[str, torch.Tensor]:
+class StoredTensor:
+    """One tensor of an open safetensors file, read when indexed: `shape`, and `[index]` ->
+    that slice only, floating point cast to `dtype`, on `device`."""
+
+    def __init__(self, file, name, dtype, device):
+        self._slice = file.get_slice(name)
+        self.shape = tuple(self._slice.get_shape())
+        self.dtype, self.device = dtype, device
+
+    def __getitem__(self, index) -> torch.Tensor:
+        tensor = self._slice[index]
+        return tensor.to(device=self.device, dtype=self.dtype if tensor.is_floating_point() else tensor.dtype)
+
+
+def _read_file(file, is_pickle, dtype, device) -> dict:
+    """Name -> tensor (pickle: read whole, cast) or StoredTensor (safetensors: read on demand)."""
     try:
         if is_pickle:
             tensors = torch.load(file, weights_only=True, map_location="cpu")
         else:
-            tensors = load_file(file, device=str(torch.device(device)))
+            handle = safe_open(file, framework="pt", device="cpu")  # checks the header and the size
+            return {name: StoredTensor(handle, name, dtype, device) for name in handle.keys()}
     except Exception as e:  # truncated, corrupt, or (pickle) holding more than tensors
         what = "weights-only PyTorch checkpoint" if is_pickle else "safetensors file"
         raise ValueError(f"{file}: not a readable {what}; it may be truncated or corrupt ({_reason(e)})") from None
@@ -231,14 +249,14 @@ def _read_file(file, is_pickle, device) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
     ):
         raise ValueError(f"{file}: must hold a flat mapping of tensor names to tensors")
-    return tensors
+    return {name: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype) for name, t in tensors.items()}
 
 
-def read_weights(source: WeightFiles, dtype, device) -> dict[str, torch.Tensor]:
-    """All tensors by name; floating ones cast to dtype, everything moved to device."""
+def read_weights(source: WeightFiles, dtype, device) -> dict:
+    """Every tensor by name, as read on demand in the given dtype (floating ones) and device."""
     weights, origin = {}, {}
     for file in source.files:
-        tensors = _read_file(file, source.is_pickle, device)
+        tensors = _read_file(file, source.is_pickle, dtype, device)
         if source.weight_map is not None:
             absent = sorted(n for n, f in source.weight_map.items() if f == file and n not in tensors)
             if absent:
@@ -249,8 +267,7 @@ def read_weights(source: WeightFiles, dtype, device) -> dict[str, torch.Tensor]:
             if name in origin:
                 raise ValueError(f"{file}: tensor {name!r} is also in {origin[name]}")
             origin[name] = file
-            cast = dtype if tensor.is_floating_point() else tensor.dtype
-            weights[name] = tensor.to(device=device, dtype=cast)
+            weights[name] = tensor
     return weights
 
 
@@ -312,8 +329,22 @@ def _check_masked_template(tokenizer, vocab_size, path):
             )
 
 
-def load_model(path, dtype="auto", device="cpu", kernel_backend="torch", allow_pickle=False):
-    """Build the engine model for the checkpoint folder `path` -> LoadedModel."""
+def build_model(architecture, hf_config, ops, tp: TensorParallel = SINGLE):
+    """The model class of `architecture` built from `hf_config` on the meta device (no
+    weights); a config it cannot be built from (a missing field, a tensor-parallel size that
+    does not divide its heads) is a ValueError."""
+    try:
+        with torch.device("meta"):
+            return _model_class(architecture)(hf_config, ops, tp)
+    except ShardingError as e:
+        raise ValueError(f"{architecture}: {e}") from None
+    except Exception as e:  # a field the class needs is missing or out of range
+        raise ValueError(f"cannot build {architecture} from it ({_reason(e)})") from e
+
+
+def load_model(path, dtype="auto", device="cpu", kernel_backend="torch", allow_pickle=False, tp=SINGLE):
+    """Build the engine model for the checkpoint folder `path` -> LoadedModel; with `tp`,
+    this rank's shard of it."""
     path = os.fspath(path)
     ops = get_ops(kernel_backend)
     architecture, kind = read_architecture(path)
@@ -326,12 +357,10 @@ def load_model(path, dtype="auto", device="cpu", kernel_backend="torch", allow_p
         _check_masked_template(tokenizer, vocab_size, path)
     eos_ids = eos_token_ids(path, hf_config, tokenizer, vocab_size)
 
-    config_file = os.path.join(path, CONFIG)
     try:
-        with torch.device("meta"):
-            model = _model_class(architecture)(hf_config, ops)
-    except Exception as e:  # a field the class needs is missing or out of range
-        raise ValueError(f"{config_file}: cannot build {architecture} from it ({_reason(e)})") from e
+        model = build_model(architecture, hf_config, ops, tp)
+    except ValueError as e:
+        raise ValueError(f"{os.path.join(path, CONFIG)}: {e}") from e.__cause__
     weights = read_weights(source, torch_dtype, device)
     try:
         model.load_weights(weights)

@@ -1,0 +1,256 @@
+"""Tensor parallelism on CPU (gloo, 2 processes) against tensor_parallel_size 1.
+
+Each tensor-parallel engine starts a worker process (seconds on a 2-core machine), so a test
+checks everything it can on one engine. Every test is bounded by a watchdog that ends the
+run instead of hanging, and the last test checks that no worker process is left.
+"""
+import faulthandler
+import gc
+import json
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from engine import LLM, Engine, MaskPredictParams
+from engine.attention import AttentionMetadata
+from engine.config import check_tensor_parallel_size
+from tests.stress import ENGINE as STRESS_ENGINE
+from tests.stress import run_requests, stress_requests
+from tests.tiny_causal import make_gpt2, make_llama, make_qwen2
+from tests.tiny_masked import make_masked_lm
+
+TP = 2
+PROMPTS = [[5, 6, 7], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [30], [40, 41, 42, 43, 44, 45]]
+TEST_SECONDS = 300  # per test, on a busy 2-core machine; a hang ends the run with tracebacks
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPAWNED: list[int] = []  # every worker pid this module started
+
+
+@pytest.fixture(autouse=True)
+def _bounded():
+    faulthandler.dump_traceback_later(TEST_SECONDS, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tp")
+    return {
+        "gpt2": make_gpt2(root),
+        "llama": make_llama(root),  # 4 query heads over 2 kv heads: one kv head per rank
+        "qwen2": make_qwen2(root, num_key_value_heads=1),  # fewer kv heads than ranks: replicated
+        "bert": make_masked_lm("bert", root / "bert"),
+    }
+
+
+def tp_engine(path, **config) -> Engine:
+    engine = Engine(path, tensor_parallel_size=TP, **config)
+    SPAWNED.extend(engine.loaded.model.worker_pids)
+    return engine
+
+
+def alive(pid) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids, seconds=20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(alive(p) for p in pids)
+
+
+def greedy(engine, prompts=PROMPTS, max_tokens=10):
+    got, _ = run_requests(engine, [(p, max_tokens) for p in prompts])
+    return [got[i] for i in range(len(prompts))]
+
+
+@torch.inference_mode()
+def logits_of(model, prompts, mode):
+    """One packed pass over `prompts` (no cache): logits of every row."""
+    ids = torch.tensor([t for p in prompts for t in p], dtype=torch.int32)
+    positions = torch.tensor([i for p in prompts for i in range(len(p))], dtype=torch.int32)
+    cu = torch.tensor([0] + [len(p) for p in prompts], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    return model.compute_logits(model(ids, positions, AttentionMetadata(mode, cu)))
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def check_shards(tp1, tp2, max_share):
+    """Each rank holds at most `max_share` of the model's weight bytes (1/TP plus what every
+    rank keeps whole: norms, biases after a sum, position embeddings, replicated kv heads)."""
+    full = weight_bytes(tp1.loaded.model)
+    ranks = tp2.loaded.model.memory_per_rank()
+    assert len(ranks) == TP
+    for rank in ranks:
+        assert full / TP <= rank["weight_bytes"] <= max_share * full, (rank, full)
+    return ranks
+
+
+# ---- configuration ---------------------------------------------------------------------
+
+def test_bad_sizes_are_refused_before_any_process_starts(checkpoints, tmp_path):
+    path = checkpoints["llama"]
+    for size, error in ((0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="tensor_parallel_size"):
+            Engine(path, tensor_parallel_size=size)
+    with pytest.raises(ValueError, match="tensor_parallel_size 3 must divide the 4 attention heads"):
+        Engine(path, tensor_parallel_size=3)
+    config = json.loads(open(os.path.join(path, "config.json")).read())
+    config.update(num_attention_heads=12, num_key_value_heads=3, head_dim=16, hidden_size=192)
+    (tmp_path / "config.json").write_text(json.dumps(config))  # no weights: refused before reading any
+    with pytest.raises(ValueError, match="tensor_parallel_size 4 exceeds the 3 key/value heads"):
+        Engine(str(tmp_path), tensor_parallel_size=4)
+    with pytest.raises(ValueError, match=r"tensor_parallel_size 2 needs CUDA devices 0\.\.1, but there are 1"):
+        check_tensor_parallel_size(2, "cuda", 1)
+    with pytest.raises(ValueError, match=r"CUDA devices 1\.\.2, but there are 2"):
+        check_tensor_parallel_size(2, "cuda:1", 2)
+    assert check_tensor_parallel_size(2, "cpu", 0) == 2
+    assert multiprocessing.active_children() == []
+
+
+# ---- equal outputs ---------------------------------------------------------------------
+
+def test_gpt2_matches_tp1_with_preemption_and_prefix_hits(checkpoints):
+    path = checkpoints["gpt2"]
+    tp1, tp2 = Engine(path, **STRESS_ENGINE), tp_engine(path, **STRESS_ENGINE)
+    assert greedy(tp2) == greedy(tp1)
+    torch.testing.assert_close(logits_of(tp2.loaded.model, PROMPTS, "prefill"),
+                               logits_of(tp1.loaded.model, PROMPTS, "prefill"), atol=1e-5, rtol=1e-5)
+    requests = stress_requests()
+    (got, cached), (want, _) = run_requests(tp2, requests), run_requests(tp1, requests)
+    assert got == want and len(got) == len(requests)
+    stats = tp2.stats()
+    assert stats["num_preemptions"] > 0 and cached > 0
+    assert stats["num_free_kv_blocks"] == stats["num_kv_blocks"] == STRESS_ENGINE["num_kv_blocks"]
+    for rank in check_shards(tp1, tp2, max_share=0.55):
+        assert rank["kv_blocks"] == STRESS_ENGINE["num_kv_blocks"]
+    pids = tp2.loaded.model.worker_pids
+    tp2.close()
+    assert wait_gone(pids, seconds=0.1)
+
+
+def test_llama_gqa_cache_grows_with_ranks_and_gc_ends_workers(checkpoints):
+    """A budget-sized cache: each rank holds half the kv heads, so twice the blocks."""
+    path = checkpoints["llama"]
+    config = dict(block_size=4, cpu_kv_cache_bytes=64 * 1024)
+    tp1, tp2 = Engine(path, **config), tp_engine(path, **config)
+    assert tp2.loaded.model.num_kv_heads == 1 and tp1.loaded.model.num_kv_heads == 2
+    blocks = tp1.stats()["num_kv_blocks"]
+    assert tp2.stats()["num_kv_blocks"] == TP * blocks
+    layers, kv_bytes_per_block = 2, 2 * 4 * 1 * 16 * 4  # (k, v) x block_size x kv heads x head_dim x fp32
+    for rank in check_shards(tp1, tp2, max_share=0.51):
+        assert rank["kv_blocks"] == TP * blocks
+        assert rank["kv_cache_bytes"] == TP * blocks * layers * kv_bytes_per_block
+    assert greedy(tp2) == greedy(tp1)
+    torch.testing.assert_close(logits_of(tp2.loaded.model, PROMPTS, "prefill"),
+                               logits_of(tp1.loaded.model, PROMPTS, "prefill"), atol=1e-5, rtol=1e-5)
+    pids = tp2.loaded.model.worker_pids
+    del tp2
+    gc.collect()
+    assert wait_gone(pids, seconds=0.1)
+
+
+def test_qwen2_with_fewer_kv_heads_than_ranks_in_a_context_manager(checkpoints):
+    path = checkpoints["qwen2"]
+    tp1 = Engine(path, block_size=4, num_kv_blocks=64)
+    with LLM(path, block_size=4, num_kv_blocks=64, tensor_parallel_size=TP) as llm:
+        tp2 = llm.engine
+        SPAWNED.extend(pids := tp2.loaded.model.worker_pids)
+        assert tp2.loaded.model.num_kv_heads == 1  # each rank a copy of the one kv head
+        check_shards(tp1, tp2, max_share=0.55)
+        assert greedy(tp2) == greedy(tp1)
+        torch.testing.assert_close(logits_of(tp2.loaded.model, PROMPTS, "prefill"),
+                                   logits_of(tp1.loaded.model, PROMPTS, "prefill"), atol=1e-5, rtol=1e-5)
+    assert wait_gone(pids, seconds=0.1)
+
+
+def test_bert_mask_predict_matches_tp1(checkpoints):
+    path = checkpoints["bert"]
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13]]
+    params = [MaskPredictParams(length=6, iterations=3), MaskPredictParams(length=4, iterations=4, remask="commit")]
+    want = LLM(path).generate(prompts, params)
+    with LLM(path, tensor_parallel_size=TP) as llm:
+        SPAWNED.extend(llm.engine.loaded.model.worker_pids)
+        got = llm.generate(prompts, params)
+        assert [o.token_ids for o in got] == [o.token_ids for o in want]
+        torch.testing.assert_close(logits_of(llm.engine.loaded.model, prompts, "encoder"),
+                                   logits_of(LLM(path).engine.loaded.model, prompts, "encoder"),
+                                   atol=1e-5, rtol=1e-5)
+
+
+# ---- failures and lifecycle --------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["killed", "raised"])
+def test_a_worker_failure_is_a_clear_error(checkpoints, how):
+    engine = tp_engine(checkpoints["gpt2"], block_size=4, num_kv_blocks=32)
+    for p in PROMPTS:
+        engine.add_request(p)
+    engine.step()
+    model = engine.loaded.model
+    (pid,) = model.worker_pids
+    if how == "killed":
+        os.kill(pid, signal.SIGKILL)
+        expected = rf"tensor-parallel worker rank 1 \(pid {pid}\) exited with code -9"
+    else:  # an operation the worker does not know: it raises, reports and exits
+        from engine.distributed import messages
+
+        model.workers.send(messages.header(99))
+        expected = rf"rank 1 \(pid {pid}\) exited with code 1: RuntimeError: unknown tensor-parallel operation 99"
+    start = time.monotonic()
+    outputs = engine.step()
+    assert time.monotonic() - start < 30
+    assert len(outputs) == len(PROMPTS)
+    for out in outputs:
+        assert out.finish_reason == "error"
+        assert out.error and re.search(expected, out.error), out.error
+    engine.add_request([1, 2, 3])
+    (out,) = engine.step()  # the engine stays broken, with the same message
+    assert out.finish_reason == "error" and re.search(expected, out.error)
+    engine.close()
+    assert wait_gone([pid], seconds=0.1)
+
+
+def test_workers_exit_when_the_parent_dies(checkpoints):
+    run = subprocess.run([sys.executable, "tests/tp_script.py", "orphan", checkpoints["gpt2"]], cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=240)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    pids = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(pids) == TP - 1
+    assert wait_gone(pids, seconds=10)
+
+
+def test_under_torchrun(checkpoints):
+    path = checkpoints["gpt2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={TP}",
+         "tests/tp_script.py", "torchrun", path],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    from tests.tp_script import PARAMS, PROMPTS as SCRIPT_PROMPTS
+
+    want = [o.token_ids for o in LLM(path, block_size=4, num_kv_blocks=32).generate(SCRIPT_PROMPTS, PARAMS)]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == want
+
+
+def test_no_worker_process_is_left(checkpoints):
+    gc.collect()
+    assert SPAWNED, "the tests above started workers"
+    assert wait_gone(SPAWNED, seconds=10)
+    assert multiprocessing.active_children() == []
