@@ -21,6 +21,8 @@ import torch
 from engine import LLM, Engine, MaskPredictParams
 from engine.attention import AttentionMetadata
 from engine.config import check_tensor_parallel_size
+from engine.distributed.parallel import TensorParallel
+from engine.models.loader import load_model
 from tests.stress import ENGINE as STRESS_ENGINE
 from tests.stress import run_requests, stress_requests
 from tests.tiny_causal import make_gpt2, make_llama, make_qwen2
@@ -46,7 +48,8 @@ def checkpoints(tmp_path_factory):
     return {
         "gpt2": make_gpt2(root),
         "llama": make_llama(root),  # 4 query heads over 2 kv heads: one kv head per rank
-        "qwen2": make_qwen2(root, num_key_value_heads=1),  # fewer kv heads than ranks: replicated
+        # fewer kv heads than ranks (replicated), and a vocabulary the ranks do not divide (padded)
+        "qwen2": make_qwen2(root, num_key_value_heads=1, vocab_size=127),
         "bert": make_masked_lm("bert", root / "bert"),
     }
 
@@ -122,6 +125,53 @@ def test_bad_sizes_are_refused_before_any_process_starts(checkpoints, tmp_path):
         check_tensor_parallel_size(2, "cuda:1", 2)
     assert check_tensor_parallel_size(2, "cpu", 0) == 2
     assert multiprocessing.active_children() == []
+
+
+# ---- sharded loading (no processes) ---------------------------------------------------
+
+def _halves(tensor, dim=0):
+    return tensor.chunk(TP, dim)
+
+
+def test_each_rank_loads_its_slice(checkpoints):
+    """Shards loaded for ranks 0 and 1 (no process group is needed to load) against the whole
+    model: q/k/v split by heads with the one kv head copied, gate/up split part by part,
+    row-parallel columns, and 127 vocabulary rows split 64 + 63 with one zero row of padding."""
+    path = checkpoints["qwen2"]
+    whole = load_model(path).model
+    layer = whole.layers[0]
+    q, k, v = layer.self_attn.qkv_proj.weight.split((64, 16, 16))
+    qb, kb, vb = layer.self_attn.qkv_proj.bias.split((64, 16, 16))
+    gate, up = layer.mlp.gate_up_proj.weight.chunk(2)
+    for rank in range(TP):
+        shard = load_model(path, tp=TensorParallel(rank, TP)).model
+        own = shard.layers[0]
+        torch.testing.assert_close(own.self_attn.qkv_proj.weight, torch.cat([_halves(q)[rank], k, v]), rtol=0, atol=0)
+        torch.testing.assert_close(own.self_attn.qkv_proj.bias, torch.cat([_halves(qb)[rank], kb, vb]), rtol=0, atol=0)
+        torch.testing.assert_close(own.self_attn.o_proj.weight, _halves(layer.self_attn.o_proj.weight, 1)[rank],
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(own.mlp.gate_up_proj.weight, torch.cat([_halves(gate)[rank], _halves(up)[rank]]),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(own.mlp.down_proj.weight, _halves(layer.mlp.down_proj.weight, 1)[rank],
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(own.input_layernorm.weight, layer.input_layernorm.weight, rtol=0, atol=0)
+        for name in ("embed_tokens", "lm_head"):
+            rows = getattr(whole, name).weight[64 * rank: 64 * (rank + 1)]
+            padded = torch.cat([rows, rows.new_zeros(64 - len(rows), rows.shape[1])])
+            torch.testing.assert_close(getattr(shard, name).weight, padded, rtol=0, atol=0)
+
+
+def test_gpt2_conv1d_fused_attention_is_split_by_heads(checkpoints):
+    path = checkpoints["gpt2"]
+    attn = load_model(path).model.blocks[1].attn
+    q, k, v = attn.qkv_proj.weight.chunk(3)
+    for rank in range(TP):
+        own = load_model(path, tp=TensorParallel(rank, TP)).model.blocks[1].attn
+        assert own.num_heads == 2
+        expected = torch.cat([_halves(q)[rank], _halves(k)[rank], _halves(v)[rank]])
+        torch.testing.assert_close(own.qkv_proj.weight, expected, rtol=0, atol=0)
+        torch.testing.assert_close(own.o_proj.weight, _halves(attn.o_proj.weight, 1)[rank], rtol=0, atol=0)
+        torch.testing.assert_close(own.o_proj.bias, attn.o_proj.bias, rtol=0, atol=0)
 
 
 # ---- equal outputs ---------------------------------------------------------------------
@@ -206,12 +256,12 @@ def test_a_worker_failure_is_a_clear_error(checkpoints, how):
     (pid,) = model.worker_pids
     if how == "killed":
         os.kill(pid, signal.SIGKILL)
-        expected = rf"tensor-parallel worker rank 1 \(pid {pid}\) exited with code -9"
+        expected = rf"tensor-parallel worker rank 1 \(pid {pid}\) was killed by SIGKILL"
     else:  # an operation the worker does not know: it raises, reports and exits
         from engine.distributed import messages
 
         model.workers.send(messages.header(99))
-        expected = rf"rank 1 \(pid {pid}\) exited with code 1: RuntimeError: unknown tensor-parallel operation 99"
+        expected = rf"rank 1 \(pid {pid}\) exited with status 1: RuntimeError: unknown tensor-parallel operation 99"
     start = time.monotonic()
     outputs = engine.step()
     assert time.monotonic() - start < 30

@@ -6,13 +6,16 @@ between polls that every worker process is alive (their exit is seen within POLL
 a collective with a dead peer fails at once on gloo; a worker that raises sends its
 traceback through its pipe before exiting. Any error while the ranks run a step leaves them
 out of step, so the group is then broken for good: it ends the workers, and every later
-call raises the same RuntimeError naming what happened (a worker's exit code and last error
-line, or rank 0's own error).
+call raises the same TensorParallelError naming what happened (a worker's exit status and
+last error line, or rank 0's own error). It is no RuntimeError on purpose: code that falls
+back from a failed operation (the runner when a CUDA graph cannot be captured) must not
+carry on with ranks that are out of step.
 
 Shutdown (close(), garbage collection of the group, or interpreter exit) sends STOP, waits
 for the workers to exit, ends those that do not, and destroys the process groups it
 created. Workers also exit by themselves when rank 0's process dies (engine.distributed.worker).
 """
+import signal
 import threading
 import time
 import weakref
@@ -29,6 +32,11 @@ from engine.distributed.rank import COLLECTIVE_TIMEOUT, START_TIMEOUT
 
 POLL = timedelta(seconds=0.1)
 STOP_TIMEOUT = timedelta(seconds=10)  # how long a worker has to exit after STOP before it is terminated
+
+
+class TensorParallelError(Exception):
+    """The tensor-parallel group failed (a worker died, or the ranks fell out of step); the
+    engine cannot run any more."""
 
 
 @dataclass
@@ -70,7 +78,7 @@ class WorkerGroup:
         while not store.check(keys):
             self._check_workers()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"tensor-parallel workers did not start within {START_TIMEOUT}")
+                raise TensorParallelError(f"tensor-parallel workers did not start within {START_TIMEOUT}")
             time.sleep(POLL.total_seconds())
 
     # ---- sending work ---------------------------------------------------------------------
@@ -89,7 +97,7 @@ class WorkerGroup:
 
     def wait(self, work) -> None:
         """Wait for a control operation, checking in polls that the workers are alive; after
-        COLLECTIVE_TIMEOUT it is a RuntimeError."""
+        COLLECTIVE_TIMEOUT it is a TensorParallelError."""
         deadline = time.monotonic() + COLLECTIVE_TIMEOUT.total_seconds()
         while True:
             try:
@@ -100,26 +108,26 @@ class WorkerGroup:
                     raise  # it failed (a peer gone): not a poll's timeout
             self._check_workers()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"a tensor-parallel worker did not answer within {COLLECTIVE_TIMEOUT}")
+                raise TensorParallelError(f"a tensor-parallel worker did not answer within {COLLECTIVE_TIMEOUT}")
 
     def _check_workers(self) -> None:
         dead = [p for p in self._state.processes if p.exitcode is not None]
         if dead:
-            raise RuntimeError(self._describe_dead(dead))
+            raise TensorParallelError(self._describe_dead(dead))
 
     # ---- failures -------------------------------------------------------------------------
 
     def check_usable(self) -> None:
         state = self._state
         if state.broken is not None:
-            raise RuntimeError(state.broken)
+            raise TensorParallelError(state.broken)
         if state.closed:
-            raise RuntimeError("the tensor-parallel engine is closed")
+            raise TensorParallelError("the tensor-parallel engine is closed")
 
     @contextmanager
     def step(self):
         """Run rank 0's part of an operation on all ranks: an error inside breaks the group
-        (the ranks are out of step) and is raised as a RuntimeError saying what failed."""
+        (the ranks are out of step) and is raised as a TensorParallelError saying what failed."""
         self.check_usable()
         try:
             yield
@@ -135,7 +143,7 @@ class WorkerGroup:
             self._state.broken = reason
         _shutdown(self._state)
 
-    def _break(self, error) -> RuntimeError:
+    def _break(self, error) -> TensorParallelError:
         state = self._state
         self._read_errors()
         for rank, p in enumerate(state.processes, start=1):  # a failed worker may still be exiting
@@ -146,7 +154,7 @@ class WorkerGroup:
         else:
             state.broken = f"tensor-parallel step failed on rank 0, the ranks are out of step: {error!r}"
         _shutdown(state)
-        return RuntimeError(state.broken)
+        return TensorParallelError(state.broken)
 
     def _read_errors(self) -> None:
         """What failed workers sent before exiting."""
@@ -166,13 +174,22 @@ class WorkerGroup:
             rank = state.processes.index(p) + 1
             error = state.errors.get(rank, "").strip().splitlines()
             said = f": {error[-1]}" if error else ""
-            lines.append(f"tensor-parallel worker rank {rank} (pid {p.pid}) exited with code {p.exitcode}{said}")
+            lines.append(f"tensor-parallel worker rank {rank} (pid {p.pid}) {_exit_status(p.exitcode)}{said}")
         return "; ".join(lines)
 
     # ---- shutdown ----------------------------------------------------------------------
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _exit_status(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _shutdown(state: _State) -> None:

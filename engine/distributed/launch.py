@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from engine.backend import get_ops
 from engine.distributed.driver import TensorParallelModel
-from engine.distributed.group import WorkerGroup
+from engine.distributed.group import TensorParallelError, WorkerGroup
 from engine.distributed.parallel import TensorParallel
 from engine.distributed.rank import (
     START_TIMEOUT, init_groups, load_shard, local_num_blocks, min_over_ranks, rank_config, rank_device,
@@ -49,7 +49,7 @@ def start_tensor_parallel(config):
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return _join_torchrun(config)
     if dist.is_initialized():
-        raise RuntimeError("torch.distributed is already initialized in this process: close the other "
+        raise TensorParallelError("torch.distributed is already initialized in this process: close the other "
                            "tensor-parallel engine first (one per process)")
     size = config.tensor_parallel_size
     store = dist.TCPStore("127.0.0.1", 0, size, is_master=True, timeout=START_TIMEOUT, wait_for_workers=False)
