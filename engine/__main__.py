@@ -32,7 +32,7 @@ CAUSAL_FLAGS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "ignore_eo
 MASKED_FLAGS = ("length", "iterations", "remask", "schedule", "threshold", "block_size", "stop_early")
 ENGINE_OPTIONS = ("device", "dtype", "kernel_backend", "block_size", "num_kv_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
-                  "allow_pickle", "enable_nvtx")
+                  "allow_pickle", "enable_nvtx", "tensor_parallel_size")
 # field -> its flag's dest where the two names differ (the flag is the dest with dashes)
 ENGINE_FLAGS = {"block_size": "kv_block_size"}
 PARAMS_FLAGS = {"stop_token_ids": "stop_token_id", "block_size": "block_length"}
@@ -97,6 +97,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                      help="allow loading pytorch_model.bin (pickle) weights, read as tensors only")
     eng.add_argument("--enable-nvtx", action="store_true", default=None,
                      help="mark the engine's phases as NVTX ranges for Nsight Systems (nsys profile)")
+    eng.add_argument("--tensor-parallel-size", type=int, metavar="N",
+                     help="split the model over N processes (one GPU each on CUDA, gloo on CPU); "
+                          "N must divide the attention heads (default 1)")
 
 
 def engine_config(args) -> EngineConfig:
@@ -192,7 +195,20 @@ def run_generate(args) -> int:
     _, kind = read_architecture(args.model)
     params = request_params(args, kind)  # flags are checked before the weights load
     engine = Engine(config)
-    engine.add_request(args.prompt, params)
+    try:
+        out = _stream(engine, args.prompt, params)
+    finally:
+        engine.close()  # ends tensor-parallel workers
+    if engine.kind == "causal":
+        print(flush=True)
+    if args.stats and out is not None:
+        _print_stats(out)
+    return 0
+
+
+def _stream(engine, prompt, params):
+    """Print the request's progress as it comes; its last output."""
+    engine.add_request(prompt, params)
     shown, out = "", None
     while engine.has_unfinished():
         for out in engine.step():
@@ -203,11 +219,7 @@ def run_generate(args) -> int:
             else:
                 print(out.text[len(shown):], end="", flush=True)
                 shown = out.text
-    if engine.kind == "causal":
-        print(flush=True)
-    if args.stats and out is not None:
-        _print_stats(out)
-    return 0
+    return out
 
 
 # ---- the command line ------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_help_explains_every_flag(capsys):
                  "--kv-block-size", "--num-kv-blocks", "--max-num-seqs", "--max-num-batched-tokens",
                  "--gpu-memory-utilization", "--no-prefix-caching", "--enforce-eager", "--allow-pickle", "--length",
                  "--iterations", "--remask", "--schedule", "--threshold", "--block-length", "--block-size",
-                 "--stop-early", "--stats", "--debug"):
+                 "--stop-early", "--stats", "--debug", "--tensor-parallel-size"):
         assert flag in stdout, flag
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in commands.choices.items():
@@ -92,6 +92,8 @@ def test_mask_predict_prints_every_pass(tmp_path, capsys):
     (["generate", "--model", "{gpt2}", "--prompt", "x", "--kv-block-size", "0"], "--kv-block-size must be in [1, "),
     (["generate", "--model", "{gpt2}", "--prompt", "x", "--gpu-memory-utilization", "2"], "--gpu-memory-utilization must be in"),
     (["generate", "--model", "{gpt2}", "--prompt", "x", "--device", "tpu"], "device must be"),
+    (["generate", "--model", "{gpt2}", "--prompt", "x", "--tensor-parallel-size", "0"],
+     "--tensor-parallel-size must be in [1, "),
 ])
 def test_usage_errors_are_one_line_and_status_2(gpt2, capsys, args, message):
     assert main([a.replace("{gpt2}", gpt2) for a in args]) == 2
@@ -109,6 +111,8 @@ def test_runtime_errors_are_one_line_and_status_1(gpt2, tmp_path, capsys):
     (broken / "model.safetensors").write_bytes(b"\0" * 10)
     assert main(["generate", "--model", str(broken), "--prompt", "x"]) == 1
     assert "model.safetensors: not a readable safetensors file" in one_error_line(capsys.readouterr().err)
+    assert main(["generate", "--model", gpt2, "--prompt", "x", "--tensor-parallel-size", "3"]) == 1
+    assert "tensor_parallel_size 3 must divide the 4 attention heads" in one_error_line(capsys.readouterr().err)
 
 
 def test_a_failed_request_and_an_unexpected_error(gpt2, capsys, monkeypatch):
