@@ -1,10 +1,17 @@
 """The contract between the engine and a model family, written as typing Protocols.
 
-A family is one file in engine/models/ whose class takes `(hf_config, ops)` (ops from
-engine.backend.get_ops), is registered in engine/models/__init__.py by its HF
-`architectures` name, and follows one of these protocols. The loader builds it on the meta
-device and then calls `load_weights` with the checkpoint's tensors, already in the target
-dtype and device; the executors only use what is listed here.
+A family is one file in engine/models/ whose class takes `(hf_config, ops, tp=SINGLE)` (ops
+from engine.backend.get_ops, tp an engine.distributed.parallel.TensorParallel), is
+registered in engine/models/__init__.py by its HF `architectures` name, and follows one of
+these protocols. The loader builds it on the meta device and then calls `load_weights` with
+the checkpoint's tensors, read in the target dtype and device (torch tensors, or lazily
+read ones that answer `.shape` and `[index]`); the executors only use what is listed here.
+
+Tensor parallelism: built with `tp`, the class holds rank tp.rank's shard. It builds its
+projections, embedding and head from engine.distributed.layers (plain layers at size 1),
+its attention layers get this rank's heads, and `num_kv_heads` counts this rank's kv heads
+(what its KV cache holds); `vocab_size` stays the whole vocabulary (compute_logits gathers
+it). On rank 0 the executors see a TensorParallelModel, which follows the same protocol.
 """
 from typing import Protocol, runtime_checkable
 
@@ -19,7 +26,7 @@ class CausalLM(Protocol):
 
     vocab_size: int  # rows of the embedding and the LM head
     num_layers: int  # one PagedAttention per layer; the KV cache has this many layers
-    num_kv_heads: int  # key/value heads per layer (the cache's third dimension)
+    num_kv_heads: int  # key/value heads per layer on this rank (the cache's third dimension)
     head_dim: int
 
     def attention_layers(self) -> list[PagedAttention]:
