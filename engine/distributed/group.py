@@ -133,8 +133,8 @@ class WorkerGroup:
             yield
         except Exception as error:  # noqa: BLE001 - every error leaves the ranks out of step
             raise self._break(error) from error
-        except BaseException:  # an interrupt: the ranks are out of step just the same
-            self._break(None)
+        except BaseException as interrupt:  # out of step just the same; the interrupt goes on
+            self._break(interrupt)
             raise
 
     def abort(self, reason: str) -> None:
