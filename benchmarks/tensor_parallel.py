@@ -17,6 +17,7 @@ the GPUs (one H200 cannot run tensor_parallel_size 2).
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -135,8 +136,10 @@ def main(argv=None):
                 "multi-GPU step time is unmeasured.")
         print(note)
         return 0
-    note = ("On CPU every collective is a gloo round trip over loopback TCP; the tensor-parallel ranks "
-            "share the machine's cores with rank 0." if device == "cpu" else "Measured over NCCL.")
+    load = os.getloadavg()
+    note = (f"On CPU every collective is a gloo round trip over loopback TCP, and the ranks share the "
+            f"machine's {os.cpu_count()} cores with whatever else runs there (load average "
+            f"{load[0]:.1f} when this run started)." if device == "cpu" else "Measured over NCCL.")
     out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(device)}"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)

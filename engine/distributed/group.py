@@ -2,7 +2,7 @@
 fails, and ends them.
 
 Failure is never a hang. Rank 0 waits for a control operation in short polls and checks
-between polls that every worker process is alive (their exit is seen within POLL_SECONDS);
+between polls (POLL) that every worker process is alive;
 a collective with a dead peer fails at once on gloo; a worker that raises sends its
 traceback through its pipe before exiting. Any error while the ranks run a step leaves them
 out of step, so the group is then broken for good: it ends the workers, and every later
