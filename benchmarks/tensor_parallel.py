@@ -131,21 +131,23 @@ def main(argv=None):
         parser.error("--sizes must include 1, the baseline")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gpus = torch.cuda.device_count()
-    if device == "cuda" and max(args.sizes) > gpus:
+    runnable = device == "cpu" or max(args.sizes) <= gpus
+    if not runnable:
         note = (f"This machine has {gpus} GPU(s): tensor_parallel_size {max(args.sizes)} cannot run here, so "
                 "multi-GPU step time is unmeasured.")
-        print(note)
-        return 0
-    load = os.getloadavg()
-    note = (f"On CPU every collective is a gloo round trip over loopback TCP, and the ranks share the "
-            f"machine's {os.cpu_count()} cores with whatever else runs there (load average "
-            f"{load[0]:.1f} when this run started)." if device == "cpu" else "Measured over NCCL.")
+    elif device == "cpu":
+        note = (f"On CPU every collective is a gloo round trip over loopback TCP, and the ranks share the "
+                f"machine's {os.cpu_count()} cores with whatever else runs there (load average "
+                f"{os.getloadavg()[0]:.1f} when this run started).")
+    else:
+        note = "Measured over NCCL, one GPU per rank."
+    print(note)
     out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(device)}"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for shape in args.shapes:
+        for shape in args.shapes if runnable else []:
             path = save_checkpoint(shape, folder)
             rows += run(shape, path, sorted(args.sizes), args.batch_sizes, args.prompt_len, args.decode_steps,
                         args.rounds)
