@@ -18,15 +18,19 @@ import time
 import pytest
 import torch
 
+from benchmarks import tensor_parallel as tp_benchmark
 from engine import LLM, Engine, MaskPredictParams
 from engine.attention import AttentionMetadata
 from engine.config import check_tensor_parallel_size
+from engine.distributed import messages
 from engine.distributed.parallel import TensorParallel
 from engine.models.loader import load_model
 from tests.stress import ENGINE as STRESS_ENGINE
 from tests.stress import run_requests, stress_requests
 from tests.tiny_causal import make_gpt2, make_llama, make_qwen2
 from tests.tiny_masked import make_masked_lm
+from tests.tp_script import PARAMS as SCRIPT_PARAMS
+from tests.tp_script import PROMPTS as SCRIPT_PROMPTS
 
 TP = 2
 PROMPTS = [[5, 6, 7], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [30], [40, 41, 42, 43, 44, 45]]
@@ -260,8 +264,6 @@ def test_a_worker_failure_is_a_clear_error(checkpoints, how):
         os.kill(pid, signal.SIGKILL)
         expected = rf"tensor-parallel worker rank 1 \(pid {pid}\) was killed by SIGKILL"
     else:  # an operation the worker does not know: it raises, reports and exits
-        from engine.distributed import messages
-
         model.workers.send(messages.header(99))
         expected = rf"rank 1 \(pid {pid}\) exited with status 1: RuntimeError: unknown tensor-parallel operation 99"
     start = time.monotonic()
@@ -295,16 +297,12 @@ def test_under_torchrun(checkpoints):
         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"},
         capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
-    from tests.tp_script import PARAMS, PROMPTS as SCRIPT_PROMPTS
-
-    want = [o.token_ids for o in LLM(path, block_size=4, num_kv_blocks=32).generate(SCRIPT_PROMPTS, PARAMS)]
+    want = [o.token_ids for o in LLM(path, block_size=4, num_kv_blocks=32).generate(SCRIPT_PROMPTS, SCRIPT_PARAMS)]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == want
 
 
 def test_benchmark_times_both_sizes(tmp_path):
-    from benchmarks import tensor_parallel
-
-    tensor_parallel.main(["--shapes", "tiny", "--batch-sizes", "2", "--rounds", "1", "--decode-steps", "2",
+    tp_benchmark.main(["--shapes", "tiny", "--batch-sizes", "2", "--rounds", "1", "--decode-steps", "2",
                           "--prompt-len", "5", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "tensor_parallel.json").read_text())
     assert [(r["tensor_parallel_size"], r["threads"]) for r in report["rows"]] == [(1, 1), (TP, 1), (1, TP)]
