@@ -18,6 +18,7 @@ With tensor_parallel_size > 1 the model the executor gets is rank 0's TensorPara
 (also on garbage collection and at interpreter exit). A worker that dies makes every later
 request fail with an error naming it.
 """
+import copy
 import itertools
 import random
 import time
@@ -35,7 +36,7 @@ from engine.output_processor import describe
 from engine.outputs import RequestOutput
 from engine.params import MaskPredictParams, SamplingParams
 from engine.profiling import enable_nvtx
-from engine.validation import check_params_for_model, check_prompt_ids, check_tokenized_prompt
+from engine.validation import check_params_for_model, check_prompt_ids, check_real, check_tokenized_prompt
 
 TOKEN_ID_SEQUENCES = (list, tuple, range, np.ndarray, torch.Tensor)  # what a token-id prompt may be
 EXECUTORS = {"causal": AutoregressiveExecutor, "masked": MaskPredictExecutor}
@@ -79,11 +80,15 @@ class Engine:
         executor = self.executor
         params = executor.params_type() if params is None else params
         self._check_params_type(params)
+        # The request's own params: validate() below gives the copy fresh lists, so a caller
+        # who reuses and changes their params object cannot reach a request already checked.
+        params = copy.copy(params)
         check_params_for_model(params, self.loaded.vocab_size, has_tokenizer=self.tokenizer is not None,
                                eos_token_ids=self.loaded.eos_token_ids)
         request_id = self._new_request_id(request_id)
         text, token_ids = self._prompt_token_ids(prompt)
         executor.check_request(token_ids, params)
+        arrival_time = check_real("arrival_time", arrival_time, allow_none=True)
         seed = params.seed if params.seed is not None else self._seeds.getrandbits(63)
         arrival_time = time.perf_counter() if arrival_time is None else arrival_time
         executor.add(request_id, text, token_ids, params, seed, arrival_time)
@@ -119,6 +124,10 @@ class Engine:
                 raise ValueError("prompt is an empty string")
             if self.tokenizer is None:
                 raise ValueError(f"a str prompt needs a tokenizer and {self.config.model!r} has none; pass token ids")
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate, which no tokenizer can encode
+                raise ValueError(f"prompt is not valid Unicode text: {e.reason} at character {e.start}") from None
             ids = self.tokenizer.encode(prompt, add_special_tokens=self.executor.add_special_tokens)
             return prompt, check_tokenized_prompt(prompt, ids, vocab_size)
         if not isinstance(prompt, TOKEN_ID_SEQUENCES):
