@@ -6,6 +6,9 @@ beyond the table would), or the tokenizer's decoder raises on a chosen token id 
 tokenizer that does not know an id the model produced may). Everything else runs as usual.
 """
 from collections import Counter
+from contextlib import contextmanager
+
+import pytest
 
 from engine import LLM
 
@@ -14,8 +17,10 @@ class PlantedFailure(RuntimeError):
     """The exception a planted failure raises, so a test can tell it from a real bug."""
 
 
-def poison_forward(monkeypatch, model, token_id):
-    """The model's forward raises PlantedFailure whenever `token_id` is among its input ids."""
+@contextmanager
+def poisoned_forward(model, token_id):
+    """Within the block, the model's forward raises PlantedFailure whenever `token_id` is
+    among its input ids."""
     forward = model.forward
 
     def poisoned(input_ids, *args, **kwargs):
@@ -23,7 +28,9 @@ def poison_forward(monkeypatch, model, token_id):
             raise PlantedFailure(f"planted: token {token_id} in the forward's inputs")
         return forward(input_ids, *args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", poisoned)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "forward", poisoned)
+        yield
 
 
 class _RaisingDecoder:
@@ -48,9 +55,12 @@ class _RaisingDecoder:
         return getattr(self._backend, name)
 
 
-def poison_decode(monkeypatch, tokenizer, token_id):
-    """The tokenizer's (fast, Rust) decoder raises PlantedFailure on `token_id`."""
-    monkeypatch.setattr(tokenizer, "_tokenizer", _RaisingDecoder(tokenizer.backend_tokenizer, token_id))
+@contextmanager
+def poisoned_decode(tokenizer, token_id):
+    """Within the block, the tokenizer's (fast, Rust) decoder raises PlantedFailure on `token_id`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tokenizer, "_tokenizer", _RaisingDecoder(tokenizer.backend_tokenizer, token_id))
+        yield
 
 
 def run_to_end(engine, max_steps=10_000) -> dict:

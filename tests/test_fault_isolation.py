@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from engine import LLM, Engine, MaskPredictParams, RequestError, SamplingParams
-from engine.validation import INT64_MAX
 from tests.fault_injection import (
-    PlantedFailure, alone, assert_kv_accounting, assert_no_kv_leak, assert_serves_like_fresh,
-    poison_decode, poison_forward, run_to_end,
+    PlantedFailure, alone, assert_kv_accounting, assert_serves_like_fresh, poisoned_decode,
+    poisoned_forward, run_to_end,
 )
 from tests.tiny_causal import VOCAB_SIZE, make_gpt2, make_llama
 from tests.tiny_masked import make_masked_lm
@@ -270,39 +269,36 @@ def _poison_only_in(victim_tokens, others, skip=0):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 @pytest.mark.parametrize("where", ["prompt", "decode"])
-def test_a_request_failing_in_the_forward_fails_alone(causal, family, where, monkeypatch):
+def test_a_request_failing_in_the_forward_fails_alone(causal, family, where):
     """The victim's token makes the forward raise, in its prompt (the first step) or in what it
     generated (mid-decode, after its blocks were filled and sealed); the good requests finish
-    with their tokens alone, the victim with "error" and the message, its blocks freed."""
+    with their tokens alone, the victim with "error" and the message, its blocks freed at once."""
     path = causal[family]
     good = _greedy_alone(path, GOOD)
-    good_tokens = [o.token_ids for o in good] + GOOD + [PROBE]
+    good_tokens = [o.token_ids for o in good] + GOOD
     if where == "prompt":
         poison = _poison_only_in(VICTIM, good_tokens)
     else:
         poison = _poison_only_in(_greedy_alone(path, [VICTIM])[0].token_ids, good_tokens + [VICTIM], skip=2)
     engine = Engine(path, **AR)
-    poison_forward(monkeypatch, engine.loaded.model, poison)
-    rids = [engine.add_request(p, SamplingParams(**GREEDY)) for p in GOOD[:2]]
-    victim = engine.add_request(VICTIM, SamplingParams(**GREEDY))
-    finished = {out.request_id: out for out in engine.step() if out.finished}
-    rids.append(engine.add_request(GOOD[2], SamplingParams(**GREEDY)))  # joins mid-flight
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.finished:
-                finished[out.request_id] = out
-        assert_kv_accounting(engine)
-        if victim in finished:
-            assert victim not in engine.executor.requests
-    monkeypatch.undo()
+    with poisoned_forward(engine.loaded.model, poison):
+        rids = [engine.add_request(p, SamplingParams(**GREEDY)) for p in GOOD[:2]]
+        victim = engine.add_request(VICTIM, SamplingParams(**GREEDY))
+        finished = {out.request_id: out for out in engine.step() if out.finished}
+        rids.append(engine.add_request(GOOD[2], SamplingParams(**GREEDY)))  # joins mid-flight
+        while engine.has_unfinished():
+            for out in engine.step():
+                if out.finished:
+                    finished[out.request_id] = out
+            assert_kv_accounting(engine)  # the victim holds no block from the step it failed in
     assert [finished[r].token_ids for r in rids] == [o.token_ids for o in good]
+    assert all(finished[r].error is None for r in rids)
     failed = finished[victim]
     assert failed.finish_reason == "error" and "PlantedFailure" in failed.error and f"token {poison}" in failed.error
-    assert all(finished[r].error is None for r in rids)
     assert_serves_like_fresh(engine, path, PROBE, SamplingParams(**GREEDY), **AR)
 
 
-def test_a_request_whose_text_cannot_be_decoded_fails_alone(gpt2, monkeypatch):
+def test_a_request_whose_text_cannot_be_decoded_fails_alone(gpt2):
     """With stop strings a request is detokenized every step; a tokenizer that raises on one
     of the victim's tokens fails the victim only, and the other requests, with stop strings
     or without, finish as they do alone."""
@@ -311,17 +307,16 @@ def test_a_request_whose_text_cannot_be_decoded_fails_alone(gpt2, monkeypatch):
     good = [alone(gpt2, p, sp, **AR) for p, sp in zip(GOOD, params)]
     victim_params = SamplingParams(stop=["never seen"], **GREEDY)
     victim_tokens = alone(gpt2, VICTIM, victim_params, **AR).token_ids
-    poison = _poison_only_in(victim_tokens, [o.token_ids for o in good] + [PROBE], skip=3)
+    poison = _poison_only_in(victim_tokens, [o.token_ids for o in good], skip=3)
     engine = Engine(gpt2, **AR)
-    poison_decode(monkeypatch, engine.tokenizer, poison)
-    rids = [engine.add_request(p, sp) for p, sp in zip(GOOD, params)]
-    victim = engine.add_request(VICTIM, victim_params)
-    finished = run_to_end(engine)
-    assert [(finished[r].token_ids, finished[r].text) for r in rids] == [(o.token_ids, o.text) for o in good]
+    with poisoned_decode(engine.tokenizer, poison):
+        rids = [engine.add_request(p, sp) for p, sp in zip(GOOD, params)]
+        victim = engine.add_request(VICTIM, victim_params)
+        finished = run_to_end(engine)
+        assert [(finished[r].token_ids, finished[r].text) for r in rids] == [(o.token_ids, o.text) for o in good]
     failed = finished[victim]
     assert failed.finish_reason == "error" and "cannot decode token" in failed.error
     assert failed.token_ids == victim_tokens[: victim_tokens.index(poison) + 1]
-    monkeypatch.undo()
     assert_serves_like_fresh(engine, gpt2, PROBE, SamplingParams(**GREEDY), **AR)
 
 
@@ -343,24 +338,23 @@ def test_an_error_nobody_can_be_blamed_for_fails_the_requests_in_flight(gpt2, mo
             allocate(*args)
         raise PlantedFailure("planted: the scheduler broke")
 
-    monkeypatch.setattr(block_manager, "allocate", broken)
-    outputs = engine.step()
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(block_manager, "allocate", broken)
+        outputs = engine.step()
     assert sorted(o.request_id for o in outputs) == sorted(rids)
     assert all(o.finished and o.finish_reason == "error" and "scheduler broke" in o.error for o in outputs)
     assert_serves_like_fresh(engine, gpt2, PROBE, SamplingParams(**GREEDY), **AR)
 
 
-def test_generate_raises_request_error_after_the_others_complete(gpt2, monkeypatch):
+def test_generate_raises_request_error_after_the_others_complete(gpt2):
     good = _greedy_alone(gpt2, GOOD)
     llm = LLM(gpt2, **AR)
-    poison_forward(monkeypatch, llm.engine.loaded.model, _poison_only_in(VICTIM, GOOD))
-    with pytest.raises(RequestError, match=r"request \S+ \(prompt 1\) failed: PlantedFailure") as info:
-        llm.generate([GOOD[0], VICTIM, GOOD[1], GOOD[2]], SamplingParams(**GREEDY))
+    with poisoned_forward(llm.engine.loaded.model, _poison_only_in(VICTIM, GOOD)):
+        with pytest.raises(RequestError, match=r"request \S+ \(prompt 1\) failed: PlantedFailure") as info:
+            llm.generate([GOOD[0], VICTIM, GOOD[1], GOOD[2]], SamplingParams(**GREEDY))
     outs = info.value.outputs
     assert [o.finish_reason for o in outs] == ["length", "error", "length", "length"]
     assert [outs[i].token_ids for i in (0, 2, 3)] == [o.token_ids for o in good]
-    monkeypatch.undo()
     assert_serves_like_fresh(llm.engine, gpt2, PROBE, SamplingParams(**GREEDY), **AR)
 
 
@@ -370,51 +364,42 @@ MP = MaskPredictParams(length=6, iterations=4)
 MP_VICTIM = [12, 80, 33]  # the tiny BERT's first pass keeps a token (52) no other request here makes
 
 
-def _passes_alone(path, prompt, params):
-    """Every output (one per pass) of the request alone on a fresh engine."""
-    engine = Engine(path)
-    engine.add_request(prompt, params)
-    outputs = []
-    while engine.has_unfinished():
-        outputs += engine.step()
-    return outputs
-
-
 def _mp_setup(bert, where):
     """(good outputs alone, poison): the poison is in the victim's prompt or among the tokens
     its first pass keeps, which its later passes feed back to the encoder."""
     good = [alone(bert, p, MP) for p in GOOD]
-    taken = [o.token_ids for o in good] + GOOD + [PROBE]
+    taken = [o.token_ids for o in good] + GOOD
     if where == "prompt":
         return good, _poison_only_in(MP_VICTIM, taken)
-    first_pass = _passes_alone(bert, MP_VICTIM, MP)[0].token_ids
-    kept = [t for t in first_pass if t != Engine(bert).tokenizer.mask_token_id]
+    engine = Engine(bert)
+    engine.add_request(MP_VICTIM, MP)
+    first_pass = engine.step()[0].token_ids
+    kept = [t for t in first_pass if t != engine.tokenizer.mask_token_id]
     return good, _poison_only_in(kept, taken + [MP_VICTIM])
 
 
 @pytest.mark.parametrize("where", ["prompt", "pass"])
-def test_mask_predict_request_failing_in_the_encoder_fails_alone(bert, where, monkeypatch):
+def test_mask_predict_request_failing_in_the_encoder_fails_alone(bert, where):
     good, poison = _mp_setup(bert, where)
     engine = Engine(bert)
-    poison_forward(monkeypatch, engine.loaded.model, poison)
-    rids = [engine.add_request(p, MP) for p in GOOD[:2]]
-    victim = engine.add_request(MP_VICTIM, MP)
-    finished = {out.request_id: out for out in engine.step() if out.finished}
-    rids.append(engine.add_request(GOOD[2], MP))
-    finished.update(run_to_end(engine))
+    with poisoned_forward(engine.loaded.model, poison):
+        rids = [engine.add_request(p, MP) for p in GOOD[:2]]
+        victim = engine.add_request(MP_VICTIM, MP)
+        finished = {out.request_id: out for out in engine.step() if out.finished}
+        rids.append(engine.add_request(GOOD[2], MP))
+        finished.update(run_to_end(engine))
     assert [(finished[r].token_ids, finished[r].metrics.nfe) for r in rids] == [(o.token_ids, 4) for o in good]
     assert finished[victim].finish_reason == "error" and f"token {poison}" in finished[victim].error
-    monkeypatch.undo()
     assert_serves_like_fresh(engine, bert, PROBE, MP)
 
 
-def test_mask_predict_generate_raises_request_error(bert, monkeypatch):
+def test_mask_predict_generate_raises_request_error(bert):
     good, poison = _mp_setup(bert, "prompt")
     llm = LLM(bert)
-    poison_forward(monkeypatch, llm.engine.loaded.model, poison)
-    with pytest.raises(RequestError, match=r"\(prompt 2\) failed: PlantedFailure"):
-        llm.generate([GOOD[0], GOOD[1], MP_VICTIM], MP)
-    monkeypatch.undo()
+    with poisoned_forward(llm.engine.loaded.model, poison):
+        with pytest.raises(RequestError, match=r"\(prompt 2\) failed: PlantedFailure") as info:
+            llm.generate([GOOD[0], GOOD[1], MP_VICTIM], MP)
+    assert [o.token_ids for o in info.value.outputs[:2]] == [o.token_ids for o in good[:2]]
     assert_serves_like_fresh(llm.engine, bert, PROBE, MP)
 
 
@@ -422,32 +407,35 @@ def test_mask_predict_error_nobody_can_be_blamed_for(bert, monkeypatch):
     engine = Engine(bert)
     rids = [engine.add_request(p, MP) for p in GOOD]
     engine.step()
-    monkeypatch.setattr(engine.executor, "step", lambda: (_ for _ in ()).throw(PlantedFailure("planted: broke")))
-    outputs = engine.step()
-    monkeypatch.undo()
+
+    def broken():
+        raise PlantedFailure("planted: broke")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.executor, "step", broken)
+        outputs = engine.step()
     assert sorted(o.request_id for o in outputs) == sorted(rids)
     assert all(o.finish_reason == "error" and "broke" in o.error for o in outputs)
     assert_serves_like_fresh(engine, bert, PROBE, MP)
 
 
-def _mp_with_undecodable_victim(bert, monkeypatch):
-    """(good outputs alone, every output of the run by request id, the engine, the victim's
-    id): a tokenizer that cannot decode a token the victim's first pass keeps."""
+def _mp_with_undecodable_victim(bert):
+    """(good outputs alone, every output of the good requests in the run, the engine, the
+    victim's last output): a tokenizer cannot decode a token the victim's first pass keeps."""
     good, poison = _mp_setup(bert, "pass")
     engine = Engine(bert)
-    poison_decode(monkeypatch, engine.tokenizer, poison)
-    rids = [engine.add_request(p, MP) for p in GOOD]
-    victim = engine.add_request(MP_VICTIM, MP)
-    streams = {}
-    while engine.has_unfinished():
-        for out in engine.step():
-            streams.setdefault(out.request_id, []).append(out)
-    monkeypatch.undo()
+    with poisoned_decode(engine.tokenizer, poison):
+        rids = [engine.add_request(p, MP) for p in GOOD]
+        victim = engine.add_request(MP_VICTIM, MP)
+        streams = {}
+        while engine.has_unfinished():
+            for out in engine.step():
+                streams.setdefault(out.request_id, []).append(out)
     return good, [streams[r] for r in rids], engine, streams[victim][-1]
 
 
-def test_mask_predict_request_whose_text_cannot_be_decoded_fails_alone(bert, monkeypatch):
-    good, streams, engine, failed = _mp_with_undecodable_victim(bert, monkeypatch)
+def test_mask_predict_request_whose_text_cannot_be_decoded_fails_alone(bert):
+    good, streams, engine, failed = _mp_with_undecodable_victim(bert)
     assert [s[-1].token_ids for s in streams] == [o.token_ids for o in good]
     assert all(s[-1].finish_reason == "length" and s[-1].metrics.nfe == MP.iterations for s in streams)
     assert failed.finish_reason == "error" and "cannot decode" in failed.error
@@ -458,7 +446,7 @@ def test_mask_predict_request_whose_text_cannot_be_decoded_fails_alone(bert, mon
     "engine/mask_predict.py: _pass commits a pass (SequenceRefinement.apply) before it decodes the "
     "texts; when decoding fails, step() reruns the pass for every request alone, so those that had "
     "already taken it advance twice in one step and their output of that pass is never returned"))
-def test_mask_predict_undecodable_victim_costs_the_others_no_pass_output(bert, monkeypatch):
+def test_mask_predict_undecodable_victim_costs_the_others_no_pass_output(bert):
     """A streaming caller sees every pass of the other requests: one output per pass."""
-    _, streams, _, _ = _mp_with_undecodable_victim(bert, monkeypatch)
+    _, streams, _, _ = _mp_with_undecodable_victim(bert)
     assert [[o.metrics.nfe for o in s] for s in streams] == [list(range(1, MP.iterations + 1))] * len(streams)
