@@ -60,7 +60,9 @@ class ModelRunner:
         num_decodes = 0
         if batch.is_decode:
             mode = "decode"
-            ids = np.fromiter((req.all_token_ids[-1] for req in reqs), np.int64, num_seqs)
+            # the token at each start: the last one when decoding, an earlier one when a
+            # chunked prefill's chunk is a single token
+            ids = np.fromiter((req.all_token_ids[s] for req, s in zip(reqs, batch.starts)), np.int64, num_seqs)
             positions, token_rows = starts, rows
             cu = np.arange(num_seqs + 1, dtype=np.int64)
             last_rows = cu[1:] - 1

@@ -105,13 +105,18 @@ def test_prefix_caching_same_outputs_fewer_prefill_tokens(checkpoints):
     assert cached_work == plain_work - 60
 
 
-def test_chunked_prefill_gives_the_same_output(checkpoints):
+@pytest.mark.parametrize("budget", [7, 3, 1])
+def test_chunked_prefill_gives_the_same_output(checkpoints, budget):
+    """Chunks of 7 tokens; with a budget of 3, two decoding requests and one-token chunks of
+    the long prompt share steps that look like decode steps (one new token per sequence);
+    with 1, the long prompt goes one token at a time."""
     path = checkpoints["qwen2"]
-    prompt = [(7 * i) % 120 + 4 for i in range(50)]
-    params = SamplingParams(max_tokens=6, **GREEDY)
-    whole = LLM(path, block_size=4, num_kv_blocks=32).generate([prompt], params)[0]
-    chunked = LLM(path, block_size=4, num_kv_blocks=32, max_num_batched_tokens=7).generate([prompt], params)[0]
-    assert chunked.token_ids == whole.token_ids == hf_greedy(path, [prompt], 6)[0]
+    prompts = [[5, 6], [9], [(7 * i) % 120 + 4 for i in range(50)]]
+    params = SamplingParams(max_tokens=8, **GREEDY)
+    whole = [o.token_ids for o in LLM(path, block_size=4, num_kv_blocks=48).generate(prompts, params)]
+    chunked = LLM(path, block_size=4, num_kv_blocks=48, max_num_batched_tokens=budget).generate(prompts, params)
+    assert [o.token_ids for o in chunked] == whole
+    assert whole[2] == hf_greedy(path, prompts[2:], 8)[0]
 
 
 def test_seeded_sampling_independent_of_batch(checkpoints):
