@@ -16,6 +16,7 @@ and top_p, int64 top_k and seeds):
   at most 2^63 - 1 (int64).
 - seed: any int, stored mod 2^64 (see engine/validation.py).
 """
+from collections import Counter
 from dataclasses import dataclass, field
 
 from engine.validation import (
@@ -103,9 +104,10 @@ def _length_candidates(candidates) -> list[int] | None:
     lengths = check_int_list("length_candidates", candidates, low=1)
     if not lengths:
         raise ValueError("length_candidates must list at least one length (or be None)")
-    repeated = sorted({n for n in lengths if lengths.count(n) > 1})
+    repeated = sorted(n for n, count in Counter(lengths).items() if count > 1)  # linear: lists may be long
     if repeated:
-        raise ValueError(f"length_candidates must be distinct, got {lengths} (repeated: {repeated})")
+        shown = lengths if len(lengths) <= 16 else f"{len(lengths)} lengths"
+        raise ValueError(f"length_candidates must be distinct, got {shown} (repeated: {repeated[:16]})")
     return lengths
 
 
