@@ -15,12 +15,14 @@ and top_p, int64 top_k and seeds):
 - top_k: -1 or 0 keep every token, and so does any k at or above the vocabulary size;
   at most 2^63 - 1 (int64).
 - seed: any int, stored mod 2^64 (see engine/validation.py).
+- iterations (mask-predict): at most 2^31 - 1, so that the schedule's products of a length
+  and a pass count stay far inside int64 (2^63 used to overflow inside a step).
 """
 from collections import Counter
 from dataclasses import dataclass, field
 
 from engine.validation import (
-    FP32_MAX, FP32_MIN_NORMAL, INT64_MAX, check_bool, check_choice, check_int,
+    FP32_MAX, FP32_MIN_NORMAL, INT32_MAX, INT64_MAX, check_bool, check_choice, check_int,
     check_int_list, check_real, check_seed,
 )
 
@@ -145,7 +147,7 @@ class MaskPredictParams:
     def validate(self) -> None:
         """Check every field and store it in canonical form; idempotent."""
         self.length = check_int("length", self.length, low=1)
-        self.iterations = check_int("iterations", self.iterations, low=1)
+        self.iterations = check_int("iterations", self.iterations, low=1, high=INT32_MAX)
         self.remask = check_choice("remask", self.remask, REMASK_MODES)
         self.schedule = check_choice("schedule", self.schedule, SCHEDULES)
         self.threshold = check_real("threshold", self.threshold, allow_none=True)

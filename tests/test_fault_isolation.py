@@ -10,6 +10,7 @@ request's path (tests/fault_injection.py) where validation now stops every real 
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -421,12 +422,17 @@ def test_mask_predict_error_nobody_can_be_blamed_for(bert, monkeypatch):
 
 def _mp_with_undecodable_victim(bert):
     """(good outputs alone, every output of the good requests in the run, the engine, the
-    victim's last output): a tokenizer cannot decode a token the victim's first pass keeps."""
-    good, poison = _mp_setup(bert, "pass")
+    victim's last output): a tokenizer cannot decode a token the victim's first pass keeps.
+    Text is decoded inside a pass for the requests that keep their pass texts: the victim and
+    two of the others, whose texts are decoded in the same call."""
+    texts = replace(MP, return_pass_texts=True)
+    params = [texts, MP, texts]
+    good = [alone(bert, p, sp) for p, sp in zip(GOOD, params)]
+    _, poison = _mp_setup(bert, "pass")
     engine = Engine(bert)
     with poisoned_decode(engine.tokenizer, poison):
-        rids = [engine.add_request(p, MP) for p in GOOD]
-        victim = engine.add_request(MP_VICTIM, MP)
+        rids = [engine.add_request(p, sp) for p, sp in zip(GOOD, params)]
+        victim = engine.add_request(MP_VICTIM, texts)
         streams = {}
         while engine.has_unfinished():
             for out in engine.step():
@@ -437,6 +443,7 @@ def _mp_with_undecodable_victim(bert):
 def test_mask_predict_request_whose_text_cannot_be_decoded_fails_alone(bert):
     good, streams, engine, failed = _mp_with_undecodable_victim(bert)
     assert [s[-1].token_ids for s in streams] == [o.token_ids for o in good]
+    assert [s[-1].metrics.pass_texts for s in streams] == [o.metrics.pass_texts for o in good]
     assert all(s[-1].finish_reason == "length" and s[-1].metrics.nfe == MP.iterations for s in streams)
     assert failed.finish_reason == "error" and "cannot decode" in failed.error
     assert_serves_like_fresh(engine, bert, PROBE, MP)
@@ -449,4 +456,4 @@ def test_mask_predict_request_whose_text_cannot_be_decoded_fails_alone(bert):
 def test_mask_predict_undecodable_victim_costs_the_others_no_pass_output(bert):
     """A streaming caller sees every pass of the other requests: one output per pass."""
     _, streams, _, _ = _mp_with_undecodable_victim(bert)
-    assert [[o.metrics.nfe for o in s] for s in streams] == [list(range(1, MP.iterations + 1))] * len(streams)
+    assert [len(s) for s in streams] == [MP.iterations] * len(streams)

@@ -112,7 +112,7 @@ def masked_fields(rng, vocab, eos):
     length = rng.randint(1, 12)
     fields.update(
         length=length,
-        iterations=rng.choice([rng.randint(1, 8), np.int16(3)]),
+        iterations=rng.choice([rng.randint(1, 8), rng.randint(1, 8), np.int16(3), 40]),  # 40: idle passes
         remask=rng.choice(["low_confidence", "commit", "random"]),
         schedule=rng.choice(["linear", "cosine"]),
         threshold=rng.choice([None, None, 0.5, 1.0, 1e-9]),

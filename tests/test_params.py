@@ -144,7 +144,8 @@ def test_validate_again_after_a_change():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(iterations=0), ValueError, "iterations must be >= 1"),
+        (dict(iterations=0), ValueError, r"iterations must be in \[1, 2147483647\]"),
+        (dict(iterations=2**63), ValueError, r"iterations must be in \[1, 2147483647\]"),
         (dict(iterations=2.0), TypeError, "iterations must be an int"),
         (dict(length=0), ValueError, "length must be >= 1"),
         (dict(length=True), TypeError, "length must be an int, got bool"),
