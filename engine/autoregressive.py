@@ -142,10 +142,16 @@ class AutoregressiveExecutor:
         self.requests.pop(req.request_id, None)
 
     def fail_all(self, message: str) -> list:
-        """Finish every request with `message` and start afresh (an error nobody can be blamed for)."""
+        """Finish every request with `message` and start afresh (an error nobody can be blamed for).
+
+        Every request the executor accepted is failed, also one that an interrupted schedule
+        left outside the scheduler's queues, and every block is released."""
         now = time.perf_counter()
+        self.scheduler.remove_all()
         outputs = []
-        for req in self.scheduler.remove_all():
+        for req in self.requests.values():
+            if req.row is not None:  # still holds blocks: it was between the queues
+                self.block_manager.free(req)
             req.finish("error", now, message)
             outputs.append(self.output_processor.output(req))
         self.requests.clear()
