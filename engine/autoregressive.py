@@ -29,11 +29,11 @@ class AutoregressiveExecutor:
     params_type = SamplingParams
     add_special_tokens = True  # a str prompt is tokenized as HF does for causal LMs
 
-    def __init__(self, loaded, config, ops):
+    def __init__(self, loaded, config, ops, extra_kv_bytes_per_block=0):
         model = loaded.model
         dtype = next(model.parameters()).dtype
         self.max_model_len = loaded.max_positions
-        num_blocks = num_blocks_for_budget(config, model, dtype, self.max_model_len)
+        num_blocks = num_blocks_for_budget(config, model, dtype, self.max_model_len, extra_kv_bytes_per_block)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.runner = ModelRunner(model, config, self.block_manager, dtype, self.max_model_len)
@@ -86,7 +86,7 @@ class AutoregressiveExecutor:
 
     def step(self) -> list:
         with ranged("schedule"):
-            batch = self.scheduler.schedule()
+            batch = self._schedule()
         if not batch:
             return []
         now = time.perf_counter()
@@ -98,6 +98,9 @@ class AutoregressiveExecutor:
         except Exception as error:  # noqa: BLE001 - find the request(s) that caused it
             return self._run_apart(batch, error)
         return self._finish_step(batch, *sampled)
+
+    def _schedule(self) -> ScheduledBatch:
+        return self.scheduler.schedule()
 
     def _run(self, batch: ScheduledBatch):
         logits, greedy = self.runner.run(batch)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from engine.backend import BACKENDS, default_backend
+from engine.speculative.config import SpeculativeConfig
 from engine.validation import INT32_MAX, INT64_MAX, check_bool, check_choice, check_int, check_real, check_seed
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -84,6 +85,8 @@ class EngineConfig:
     as NVTX ranges for Nsight Systems (also switched on by DUODECODE_NVTX=1).
     `tensor_parallel_size` > 1 splits the model over that many processes
     (engine.distributed), each on its own device on CUDA.
+    `speculative_config` (a dict, engine/speculative/config.py) turns on speculative decoding
+    with a draft model.
     """
 
     model: str
@@ -103,6 +106,7 @@ class EngineConfig:
     seed: int = 0
     enable_nvtx: bool = False
     tensor_parallel_size: int = 1
+    speculative_config: dict | SpeculativeConfig | None = None
 
     def __post_init__(self):
         self.model = _model_path(self.model)
@@ -129,6 +133,7 @@ class EngineConfig:
         self.seed = check_seed("seed", self.seed)
         cuda_devices = torch.cuda.device_count() if self.device.startswith("cuda") else 0
         self.tensor_parallel_size = check_tensor_parallel_size(self.tensor_parallel_size, self.device, cuda_devices)
+        self.speculative_config = SpeculativeConfig.from_value(self.speculative_config)
 
     @classmethod
     def from_kwargs(cls, model, **kwargs) -> "EngineConfig":

@@ -5,7 +5,8 @@
     Engine.step        -> executor.step -> outputs of every request that progressed
 
 The executor is chosen by the checkpoint's kind: `AutoregressiveExecutor` for a causal LM
-(engine/autoregressive.py), `MaskPredictExecutor` for a masked LM (engine/mask_predict.py).
+(engine/autoregressive.py), `MaskPredictExecutor` for a masked LM (engine/mask_predict.py),
+and `SpeculativeExecutor` (engine/speculative/) for a causal LM with a speculative_config.
 Both offer the same small interface: check_request, add, step, abort, has_unfinished,
 stats, fail_all, and the attributes params_type and add_special_tokens.
 
@@ -36,6 +37,8 @@ from engine.output_processor import describe
 from engine.outputs import RequestOutput
 from engine.params import MaskPredictParams, SamplingParams
 from engine.profiling import enable_nvtx
+from engine.speculative.config import check_draft
+from engine.speculative.executor import SpeculativeExecutor
 from engine.validation import check_params_for_model, check_prompt_ids, check_real, check_tokenized_prompt
 
 TOKEN_ID_SEQUENCES = (list, tuple, range, np.ndarray, torch.Tensor)  # what a token-id prompt may be
@@ -56,6 +59,8 @@ class Engine:
         cfg = self.config
         if cfg.enable_nvtx:
             enable_nvtx()
+        if cfg.speculative_config is not None:
+            check_draft(cfg.model, cfg.speculative_config)  # before any weights load
         self._tensor_parallel = None
         if cfg.tensor_parallel_size > 1:
             self.loaded, cfg = start_tensor_parallel(cfg)  # cfg: rank 0's, with the agreed KV blocks
@@ -65,7 +70,8 @@ class Engine:
         self.tokenizer = self.loaded.tokenizer
         self.kind = self.loaded.kind
         try:
-            self.executor = EXECUTORS[self.kind](self.loaded, cfg, get_ops(cfg.kernel_backend))
+            executor = SpeculativeExecutor if cfg.speculative_config is not None else EXECUTORS[self.kind]
+            self.executor = executor(self.loaded, cfg, get_ops(cfg.kernel_backend))
         except BaseException:
             self.close()
             raise

@@ -102,6 +102,18 @@ class BlockManager:
             req.block_table.append(block)
             row[i] = block
 
+    def rollback(self, req: Request, num_tokens: int) -> None:
+        """Release the request's blocks past those `num_tokens` tokens need: after speculative
+        decoding, the blocks that only held rejected draft tokens. Such a block was never
+        sealed (only blocks full of computed, accepted tokens are) nor shared, so it goes
+        straight back to the free list; the prefix cache is untouched."""
+        keep = self.blocks_for(num_tokens)
+        while len(req.block_table) > keep:
+            block = req.block_table.pop()
+            assert self.ref_counts[block] == 1 and self.block_hash[block] is None, "rollback of a shared block"
+            self.ref_counts[block] = 0
+            self.free_ids.append(block)
+
     def seal_computed(self, req: Request) -> None:
         """Register the request's newly completed full blocks in the prefix cache."""
         if not self.enable_prefix_caching:
@@ -167,11 +179,14 @@ def bytes_per_block(num_layers, block_size, num_kv_heads, head_dim, dtype) -> in
     return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
-def num_blocks_for_budget(config, model, dtype, max_model_len) -> int:
-    """Blocks that fit the memory budget, capped at what max_num_seqs full-length sequences use."""
+def num_blocks_for_budget(config, model, dtype, max_model_len, extra_bytes_per_block=0) -> int:
+    """Blocks that fit the memory budget, capped at what max_num_seqs full-length sequences use.
+    `extra_bytes_per_block`: what another cache of as many blocks takes per block (a draft
+    model's, under speculative decoding), so that both fit the budget."""
     if config.num_kv_blocks is not None:
         return config.num_kv_blocks
     per_block = bytes_per_block(model.num_layers, config.block_size, model.num_kv_heads, model.head_dim, dtype)
+    per_block += extra_bytes_per_block
     if torch.device(config.device).type == "cuda":
         free_bytes, _ = torch.cuda.mem_get_info(torch.device(config.device))
         budget = int(free_bytes * config.gpu_memory_utilization)

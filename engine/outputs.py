@@ -9,6 +9,8 @@ class RequestMetrics:
     AR: ttft is arrival to first generated token, tpot the mean time between later tokens.
     Mask-predict: nfe counts encoder passes (function evaluations); tokens_per_pass how many
     slots each pass filled; ttft is arrival to the end of the first pass.
+    Speculative decoding: `speculative` counts the request's drafted and accepted tokens
+    (None until it has drafted).
     """
 
     arrival_time: float = 0.0
@@ -21,6 +23,7 @@ class RequestMetrics:
     nfe: int = 0
     tokens_per_pass: list[int] = field(default_factory=list)
     pass_texts: list[str] | None = None
+    speculative: "SpeculativeMetrics | None" = None  # drafts and acceptance (engine/speculative/metrics.py)
 
     @property
     def ttft(self) -> float | None:

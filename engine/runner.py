@@ -4,6 +4,9 @@ The step's new tokens are packed flat (sequence b owns rows cu_seqlens_q[b]:cu_s
 with their positions, the cache slot each token's k/v goes to, each sequence's context
 length (cached + new) and its block table. Only sequences whose last known token is in the
 step sample (the scheduler decides), so only their last rows go through the LM head.
+Under speculative decoding a sequence's new tokens end with its draft tokens
+(`batch.spec_token_ids`), and a sampling sequence with d drafts has its last d + 1 rows
+through the head: the logits that verify each draft, and the one after the last.
 
 The inputs are built with numpy from the block manager's persistent block-table array and
 sent to the device as one int32 array (through a pinned staging buffer on CUDA): one
@@ -52,11 +55,14 @@ class ModelRunner:
         attention backend can serve them with the decode kernel; sample_rows stay in batch
         order either way.
         """
-        reqs, bs = batch.requests, self.block_size
+        reqs, bs, spec = batch.requests, self.block_size, batch.spec_token_ids
         num_seqs = len(reqs)
         rows = np.fromiter((req.row for req in reqs), np.int64, num_seqs)
         starts = np.array(batch.starts, dtype=np.int64)
         counts = np.array(batch.num_new_tokens, dtype=np.int64)
+        num_spec = None if spec is None else np.fromiter(map(len, spec), np.int64, num_seqs)
+        if num_spec is not None:
+            counts += num_spec
         num_decodes = 0
         if batch.is_decode:
             mode = "decode"
@@ -76,9 +82,10 @@ class ModelRunner:
             rows, starts, counts = rows[order], starts[order], counts[order]
             cu = np.zeros(num_seqs + 1, dtype=np.int64)
             np.cumsum(counts, out=cu[1:])
-            ids = np.fromiter(chain.from_iterable(
-                reqs[i].all_token_ids[s : s + n] for i, s, n in zip(order.tolist(), starts.tolist(), counts.tolist())),
-                np.int64, int(cu[-1]))
+            pieces = (reqs[i].all_token_ids[s : s + n] for i, s, n in zip(order.tolist(), starts.tolist(), counts.tolist()))
+            if spec is not None:  # the known tokens (the slice stops at them), then the drafts
+                pieces = (known + spec[i] for i, known in zip(order.tolist(), pieces))
+            ids = np.fromiter(chain.from_iterable(pieces), np.int64, int(cu[-1]))
             seq = np.repeat(np.arange(num_seqs), counts)
             positions = np.arange(int(cu[-1])) - cu[:-1][seq] + starts[seq]
             token_rows = rows[seq]
@@ -89,7 +96,7 @@ class ModelRunner:
         width = int(-(-context_lens.max() // bs))
         block_tables = tables[rows, :width]
         slots = tables[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
-        sample_rows = last_rows[np.array(batch.samples, dtype=bool)]
+        sample_rows = _sample_rows(last_rows, np.array(batch.samples, dtype=bool), num_spec)
         ids, positions, slots, cu, context_lens, sample_rows, block_tables = self._upload(
             ids, positions, slots, cu, context_lens, sample_rows, block_tables)
         meta = AttentionMetadata(mode, cu, slots, context_lens, block_tables.view(num_seqs, width),
@@ -109,8 +116,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [N, V] in the model's dtype, their argmax [N]) of the N sequences of the
-        batch that sample, in batch order."""
+        """(logits [N, V] in the model's dtype, their argmax [N]) of the N sample rows of the
+        batch (one per sampling sequence, or drafts + 1 under speculation), in batch order."""
         with ranged("prepare_inputs"):
             inputs = self.prepare(batch)
         with ranged("forward"):
@@ -118,3 +125,14 @@ class ModelRunner:
                 return self.graphs.run(inputs)
             return forward_logits(self.model, inputs)
 
+
+
+def _sample_rows(last_rows, samples, num_spec):
+    """Packed rows whose logits are needed, in batch order: the last row of each sampling
+    sequence, or its last num_spec + 1 rows under speculation."""
+    if num_spec is None:
+        return last_rows[samples]
+    per_seq = np.where(samples, num_spec + 1, 0)
+    first = np.repeat(last_rows + 1 - per_seq, per_seq)
+    within = np.arange(int(per_seq.sum())) - np.repeat(np.cumsum(per_seq) - per_seq, per_seq)
+    return first + within
