@@ -1,6 +1,8 @@
 """What the engine returns for a request."""
 from dataclasses import dataclass, field
 
+from engine.speculative.metrics import SpeculativeMetrics
+
 
 @dataclass
 class RequestMetrics:
@@ -23,7 +25,7 @@ class RequestMetrics:
     nfe: int = 0
     tokens_per_pass: list[int] = field(default_factory=list)
     pass_texts: list[str] | None = None
-    speculative: "SpeculativeMetrics | None" = None  # drafts and acceptance (engine/speculative/metrics.py)
+    speculative: SpeculativeMetrics | None = None  # drafts and acceptance (engine/speculative/metrics.py)
 
     @property
     def ttft(self) -> float | None:

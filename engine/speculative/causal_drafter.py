@@ -13,8 +13,6 @@ The draft cache has as many blocks as the target's (the target's budget is sized
 both). When it cannot hold a request's drafts, the sequences of requests that do not draft
 this step are evicted first; failing that, the request drafts nothing this step.
 """
-import torch
-
 from engine.kv_cache import BlockManager, bytes_per_block
 from engine.runner import ModelRunner
 from engine.scheduler import ScheduledBatch
