@@ -35,6 +35,10 @@ ENGINE_OPTIONS = ("device", "dtype", "kernel_backend", "block_size", "num_kv_blo
                   "allow_pickle", "enable_nvtx", "tensor_parallel_size")
 # field -> its flag's dest where the two names differ (the flag is the dest with dashes)
 ENGINE_FLAGS = {"block_size": "kv_block_size"}
+# speculative_config key -> its flag's dest (its errors name the key, which is the flag but for these)
+SPECULATIVE_FLAGS = {"model": "speculative_model", "num_speculative_tokens": "num_speculative_tokens",
+                     "draft_passes": "draft_passes", "draft_length": "draft_length",
+                     "adaptive": "adaptive_speculation"}
 PARAMS_FLAGS = {"stop_token_ids": "stop_token_id", "block_size": "block_length"}
 
 
@@ -100,11 +104,33 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--tensor-parallel-size", type=int, metavar="N",
                      help="split the model over N processes (one GPU each on CUDA, gloo on CPU); "
                           "N must divide the attention heads (default 1)")
+    spec = parser.add_argument_group("speculative decoding (causal LMs)")
+    spec.add_argument("--speculative-model", metavar="DIR",
+                      help="draft checkpoint sharing the model's tokenizer: a masked LM (drafts in parallel "
+                           "passes) or a smaller causal LM; the output stays exactly the model's")
+    spec.add_argument("--num-speculative-tokens", type=int, help="draft tokens verified per step, >= 1 (needed with "
+                                                                 "--speculative-model)")
+    spec.add_argument("--draft-passes", type=int, help="masked draft: encoder passes per draft, in [1, k] (default 1)")
+    spec.add_argument("--draft-length", type=int, help="masked draft: [MASK] slots it fills, >= k (default k)")
+    spec.add_argument("--adaptive-speculation", action="store_true", default=None,
+                      help="choose the number of draft tokens (0 included) every step from the measured "
+                           "acceptance and cost")
+
+
+def speculative_config(args) -> dict | None:
+    """The speculative_config the --speculative-model group describes (None without it)."""
+    given = {key: getattr(args, dest) for key, dest in SPECULATIVE_FLAGS.items() if getattr(args, dest) is not None}
+    if not given:
+        return None
+    if "model" not in given or "num_speculative_tokens" not in given:
+        raise UsageError("--speculative-model and --num-speculative-tokens go together")
+    return given
 
 
 def engine_config(args) -> EngineConfig:
     """The EngineConfig the flags describe; a bad value is a usage error."""
     given = {name: getattr(args, ENGINE_FLAGS.get(name, name)) for name in ENGINE_OPTIONS}
+    given["speculative_config"] = speculative_config(args)
     try:
         return EngineConfig(model=args.model, **{n: v for n, v in given.items() if v is not None})
     except (TypeError, ValueError) as e:
