@@ -166,3 +166,20 @@ def test_adaptive_greedy_equals_the_target_alone(models):
     spec = {"model": models["truncated"], "num_speculative_tokens": 4, "adaptive": True}
     llm = LLM(models["gpt2"], speculative_config=spec, **SMALL)
     assert_same(llm.generate(prompts, params), plain_outputs(models["gpt2"], prompts, params))
+
+
+def test_bundled_pair_greedy_equals_the_target_alone():
+    """The bundled GPT-2 with the bundled CMLM (its trained 20 answer slots, two passes) and
+    with the bundled small GPT-2 as drafts, on held-out prompts."""
+    from benchmarks.speculative import ASSETS, prompts
+
+    target = str(ASSETS / "ar-gpt2")
+    texts = prompts(12, seed=99)
+    params = SamplingParams(temperature=0.0, max_tokens=24)
+    ref = LLM(target).generate(texts, params)
+    for spec in ({"model": str(ASSETS / "cmlm-bert"), "num_speculative_tokens": 4, "draft_length": 20,
+                  "draft_passes": 2},
+                 {"model": str(ASSETS / "ar-gpt2-draft"), "num_speculative_tokens": 4}):
+        llm = LLM(target, speculative_config=spec)
+        assert_same(llm.generate(texts, params), ref)
+        assert llm.engine.stats()["speculative"]["num_accepted"] > 0

@@ -9,7 +9,7 @@ from engine.runner import _sample_rows
 from engine.scheduler import Scheduler
 from engine.speculative.config import SpeculativeConfig
 from engine.speculative.masked_drafter import split_slots
-from engine.speculative.proposer import Proposer
+from engine.speculative.proposer import Proposer, step_features
 from tests.test_scheduler import make_request
 from tests.tiny_speculative import make_causal, make_truncated
 
@@ -84,7 +84,9 @@ def _trained_proposer(verify_per_token, accept_rate):
             while accepted < k and rng.random() < accept_rate:
                 accepted += 1
             outcomes.append((k, accepted))
-        proposer.observe((k, tokens) if k else (0, 0), 1e-4 * k, tokens, 1e-3 + verify_per_token * tokens, outcomes)
+        draft = (k, tokens) if k else (0, 0)
+        seconds = 1e-3 + verify_per_token * tokens + 1e-4 * k
+        proposer.observe(step_features(tokens, *draft), seconds, outcomes)
     return proposer
 
 

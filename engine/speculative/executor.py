@@ -25,8 +25,8 @@ from engine.scheduler import ScheduledBatch
 from engine.speculative.causal_drafter import CausalDrafter
 from engine.speculative.masked_drafter import MaskedDrafter
 from engine.speculative.metrics import SpeculativeMetrics
-from engine.speculative.proposer import Proposer
-from engine.speculative.verifier import Verifier
+from engine.speculative.proposer import Proposer, step_features
+from engine.speculative.verifier import Verdict, Verifier
 
 
 class SpeculativeExecutor(AutoregressiveExecutor):
@@ -44,6 +44,7 @@ class SpeculativeExecutor(AutoregressiveExecutor):
         self.verifier = Verifier(self.sampler)
         self.proposer = Proposer(spec, self.drafter)
         self.totals = SpeculativeMetrics()
+        self._step_start = 0.0
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -68,13 +69,22 @@ class SpeculativeExecutor(AutoregressiveExecutor):
     # ---- steps -------------------------------------------------------------------------------
 
     def _schedule(self) -> ScheduledBatch:
-        return self.scheduler.schedule(lookahead=self.proposer.choose(self.scheduler.running))
+        self._step_start = time.perf_counter()  # the adaptive proposer models whole steps
+        return self.scheduler.schedule(lookahead=self.proposer.choose(self._upcoming()))
+
+    def _upcoming(self) -> list:
+        """The requests this step will likely run: the running ones, then waiting ones up to max_num_seqs."""
+        s = self.scheduler
+        room = max(0, s.max_num_seqs - len(s.running))
+        return s.running + [req for _, req in zip(range(room), s.waiting)]
 
     def _run(self, batch: ScheduledBatch):
-        start = time.perf_counter()
         with ranged("draft"):
             drafts = self._draft(batch)
-        drafted = time.perf_counter()
+        if batch.spec_token_ids is None:  # nothing drafted: exactly a plain autoregressive step
+            sampling, tokens, logprobs = super()._run(batch)
+            return sampling, [[]] * len(sampling), Verdict([[t] for t in tokens], [0] * len(tokens),
+                                                           [[lp] for lp in logprobs])
         logits, greedy = self.runner.run(batch)
         sampling = batch.sampling
         if not sampling:
@@ -82,11 +92,6 @@ class SpeculativeExecutor(AutoregressiveExecutor):
         sampling_drafts = [d for d, s in zip(drafts.token_ids, batch.samples) if s]
         with ranged("verify"):
             verdict = self.verifier(logits, greedy, sampling, sampling_drafts, drafts.probs)
-        verified = time.perf_counter()
-        tokens = sum(batch.num_new_tokens) + sum(map(len, drafts.token_ids))
-        self.proposer.observe(self.drafter.last_cost if any(drafts.token_ids) else (0, 0), drafted - start,
-                              tokens, verified - drafted,
-                              [(len(d), a) for d, a in zip(sampling_drafts, verdict.num_accepted)])
         return sampling, sampling_drafts, verdict
 
     def _draft(self, batch: ScheduledBatch):
@@ -109,6 +114,11 @@ class SpeculativeExecutor(AutoregressiveExecutor):
                 outputs = self._emit(sampling, verdict, time.perf_counter())
         accepted = iter(verdict.num_accepted if sampling else ())
         self.scheduler.update_accepted(batch, [next(accepted) if s else 0 for s in batch.samples])
+        drafted = batch.spec_token_ids is not None
+        features = step_features(sum(batch.num_new_tokens) + sum(map(len, batch.spec_token_ids or ())),
+                                 *(self.drafter.last_cost if drafted else (0, 0)))
+        self.proposer.observe(features, time.perf_counter() - self._step_start,
+                              [(len(d), a) for d, a in zip(drafts, verdict.num_accepted)] if sampling else [])
         return outputs
 
     def _record(self, req, drafted: int, accepted: int) -> None:

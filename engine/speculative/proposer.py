@@ -3,43 +3,48 @@
 Adaptive choice. For B running requests, drafting k tokens each yields on average
 B * E(k) tokens per step, E(k) = 1 + sum_{j<k} r_j, where r_j is the measured probability
 that slot j is accepted (accepted / drafted at j; counts decay by DECAY a step, so they
-follow the workload). The step costs the draft model's work plus the target's verify
-forward; each is modelled as time = c_forward * forwards + c_token * tokens, fitted by
-decayed least squares to the measured wall time of every step (the drafter reports the
-forwards and tokens it ran, and plans them for a candidate k). The proposer picks the k
-in [0, K] with the most tokens per second, with k = 0 costing one plain forward.
-This is where batch size enters: at small batch the forward's fixed cost (weights read,
-launches, host work) dominates, extra verify rows are nearly free and E(k) wins; as the
-batch grows the per-token cost takes over, a step with k drafts costs up to (k + 1) times
-a plain one, and the choice falls to small k or none.
+follow the workload). A step's wall time, from scheduling to its outputs, is modelled as
+    c_step + c_row * verify rows + c_draft * draft forwards + c_draft_row * draft rows
+fitted by decayed least squares to every measured step (the drafter plans the forwards and
+rows a candidate k would cost; a plain step has none). The proposer picks the k in [0, K]
+with the most tokens per second. The fixed terms carry what a drafting step adds besides
+FLOPs (the draft model's launches, the verifier, emitting several tokens a request).
+This is where batch size enters: at small batch the fixed cost dominates, extra verify
+rows are nearly free and E(k) wins; as the batch grows the per-row cost takes over, a step
+with k drafts costs up to (k + 1) times a plain one, and the choice falls to small k or none.
 
-The first WARMUP steps cycle k over EXPLORE (K, 0, K / 2, 1) so that both cost terms and
-every slot's acceptance are measured; afterwards every EXPLORE_EVERY-th step tries the
-next of those values other than the current best, keeping the estimates fresh.
+The first WARMUP steps cycle k over EXPLORE (K, 0, K / 2, 1) so that every term and every
+slot's acceptance are measured; afterwards every EXPLORE_EVERY-th step tries the next of
+those values other than the current best, keeping the estimates fresh.
 """
 import numpy as np
 
 DECAY = 0.98
 WARMUP = 12
-EXPLORE_EVERY = 8
+EXPLORE_EVERY = 20
+FEATURES = 4  # 1, verify rows, draft forwards, draft rows
 
 
 class LinearCost:
-    """time ~ c . (forwards, tokens), c >= 0, by decayed ridge least squares."""
+    """seconds ~ c . features, c >= 0, by decayed ridge least squares."""
 
-    def __init__(self):
-        self.gram = np.zeros((2, 2))
-        self.moment = np.zeros(2)
+    def __init__(self, size: int = FEATURES):
+        self.gram = np.zeros((size, size))
+        self.moment = np.zeros(size)
 
-    def observe(self, forwards: int, tokens: int, seconds: float) -> None:
-        x = np.array([forwards, tokens], dtype=np.float64)
+    def observe(self, features, seconds: float) -> None:
+        x = np.asarray(features, dtype=np.float64)
         self.gram = DECAY * self.gram + np.outer(x, x)
         self.moment = DECAY * self.moment + x * seconds
 
-    def predict(self, forwards: int, tokens: int) -> float:
-        ridge = 1e-6 * np.diag(np.diag(self.gram)) + 1e-12 * np.eye(2)
-        coef = np.clip(np.linalg.solve(self.gram + ridge, self.moment), 0, None)
-        return float(coef @ np.array([forwards, tokens], dtype=np.float64))
+    def coefficients(self) -> np.ndarray:
+        size = len(self.moment)
+        ridge = 1e-6 * np.diag(np.diag(self.gram)) + 1e-12 * np.eye(size)
+        return np.clip(np.linalg.solve(self.gram + ridge, self.moment), 0, None)
+
+
+def step_features(verify_rows: int, draft_forwards: int, draft_rows: int) -> tuple:
+    return 1, verify_rows, draft_forwards, draft_rows
 
 
 class Proposer:
@@ -49,13 +54,13 @@ class Proposer:
         self.drafter = drafter
         self.drafted = np.zeros(self.k)
         self.accepted = np.zeros(self.k)
-        self.draft_cost, self.verify_cost = LinearCost(), LinearCost()
+        self.cost = LinearCost()
         self.explore = list(dict.fromkeys([self.k, 0, max(1, self.k // 2), 1]))
         self.steps = 0
         self.last_choice = self.k
 
     def choose(self, running) -> int:
-        """k for the next step, given the running requests."""
+        """k for the next step, given the requests it will likely run."""
         if not self.adaptive:
             return self.k
         self.steps += 1
@@ -70,28 +75,25 @@ class Proposer:
         return k
 
     def expected_tokens(self, k: int) -> float:
+        """E(k) = 1 + the summed acceptance of slots 0..k-1."""
         rates = np.divide(self.accepted, self.drafted, out=np.zeros(self.k), where=self.drafted > 0)
         return 1.0 + float(rates[:k].sum())
 
     def best(self, running) -> int:
         batch = max(1, len(running))
+        coef = self.cost.coefficients()
         rates = []
         for k in range(self.k + 1):
-            seconds = self.verify_cost.predict(1, batch * (k + 1))
-            if k:
-                seconds += self.draft_cost.predict(*self.drafter.planned_cost(running, k))
+            draft = self.drafter.planned_cost(running, k) if k else (0, 0)
+            seconds = float(coef @ np.array(step_features(batch * (k + 1), *draft), dtype=np.float64))
             rates.append(batch * self.expected_tokens(k) / max(seconds, 1e-9))
         return int(np.argmax(rates))
 
-    def observe(self, draft: tuple[int, int], draft_seconds: float, verify_tokens: int, verify_seconds: float,
-                outcomes: list[tuple[int, int]]) -> None:
-        """After a step: the draft work (forwards, tokens) and time, the verify forward's tokens
-        and time, and (drafted, accepted) per request."""
+    def observe(self, features, seconds: float, outcomes: list[tuple[int, int]]) -> None:
+        """After a step: its step_features, its wall time and (drafted, accepted) per request."""
         if not self.adaptive:
             return
-        if draft[0]:
-            self.draft_cost.observe(*draft, draft_seconds)
-        self.verify_cost.observe(1, verify_tokens, verify_seconds)
+        self.cost.observe(features, seconds)
         self.drafted *= DECAY
         self.accepted *= DECAY
         for drafted, accepted in outcomes:
