@@ -183,3 +183,14 @@ def test_bundled_pair_greedy_equals_the_target_alone():
         llm = LLM(target, speculative_config=spec)
         assert_same(llm.generate(texts, params), ref)
         assert llm.engine.stats()["speculative"]["num_accepted"] > 0
+
+
+def test_triton_backend_verifies_like_plain_decoding(models):
+    """The verify forward through the Triton kernels (paged prefill over k + 1 rows, beside a
+    decode sequence in the same step), in Triton's interpreter on CPU."""
+    prompts, params = [PROMPTS[0], PROMPTS[3]], [SamplingParams(max_tokens=5, **GREEDY),
+                                                 SamplingParams(max_tokens=2, **GREEDY)]
+    options = dict(kernel_backend="triton", block_size=4, num_kv_blocks=16)
+    ref = LLM(models["gpt2"], **options).generate(prompts, params)
+    spec = {"model": models["truncated"], "num_speculative_tokens": 2}
+    assert_same(LLM(models["gpt2"], speculative_config=spec, **options).generate(prompts, params), ref)
