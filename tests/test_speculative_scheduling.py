@@ -65,8 +65,8 @@ def test_masked_draft_blocks_are_left_to_right_and_cover_every_slot():
 
 class _PlannedDrafter:
     @staticmethod
-    def planned_cost(requests, k):
-        return k, len(requests) * (k + 1)
+    def cost_plan(requests):
+        return lambda k: (k, len(requests) * (k + 1))
 
 
 def _trained_proposer(verify_per_token, accept_rate):

@@ -70,10 +70,10 @@ class CausalDrafter:
         dtype = next(model.parameters()).dtype
         return bytes_per_block(model.num_layers, config.block_size, model.num_kv_heads, model.head_dim, dtype)
 
-    def planned_cost(self, requests, k: int) -> tuple[int, int]:
-        """(forwards, tokens computed) of drafting k tokens for each request (catch-up of about
-        two tokens a request in steady state)."""
-        return k, len(requests) * (k + 1)
+    def cost_plan(self, requests):
+        """k -> (forwards, tokens computed) of drafting k tokens for each of the requests (a
+        catch-up of about two tokens a request in steady state)."""
+        return lambda k: (k, len(requests) * (k + 1))
 
     def propose(self, requests, num_drafts):
         builder = ProposalBuilder(len(requests))

@@ -26,7 +26,7 @@ from engine.speculative.causal_drafter import CausalDrafter
 from engine.speculative.masked_drafter import MaskedDrafter
 from engine.speculative.metrics import SpeculativeMetrics
 from engine.speculative.proposer import Proposer, step_features
-from engine.speculative.verifier import Verdict, Verifier
+from engine.speculative.verifier import Verifier
 
 
 class SpeculativeExecutor(AutoregressiveExecutor):
@@ -83,8 +83,7 @@ class SpeculativeExecutor(AutoregressiveExecutor):
             drafts = self._draft(batch)
         if batch.spec_token_ids is None:  # nothing drafted: exactly a plain autoregressive step
             sampling, tokens, logprobs = super()._run(batch)
-            return sampling, [[]] * len(sampling), Verdict([[t] for t in tokens], [0] * len(tokens),
-                                                           [[lp] for lp in logprobs])
+            return sampling, None, (tokens, logprobs)
         logits, greedy = self.runner.run(batch)
         sampling = batch.sampling
         if not sampling:
@@ -106,6 +105,12 @@ class SpeculativeExecutor(AutoregressiveExecutor):
         return proposal
 
     def _finish_step(self, batch, sampling, drafts, verdict) -> list:
+        """Commit a step; `drafts` None marks a plain one, whose `verdict` is (tokens, logprobs)."""
+        if drafts is None:
+            outputs = super()._finish_step(batch, sampling, *verdict)
+            self.proposer.observe(step_features(sum(batch.num_new_tokens), 0, 0),
+                                  time.perf_counter() - self._step_start, [])
+            return outputs
         outputs = []
         if sampling:
             for req, d, accepted in zip(sampling, drafts, verdict.num_accepted):
@@ -114,9 +119,8 @@ class SpeculativeExecutor(AutoregressiveExecutor):
                 outputs = self._emit(sampling, verdict, time.perf_counter())
         accepted = iter(verdict.num_accepted if sampling else ())
         self.scheduler.update_accepted(batch, [next(accepted) if s else 0 for s in batch.samples])
-        drafted = batch.spec_token_ids is not None
-        features = step_features(sum(batch.num_new_tokens) + sum(map(len, batch.spec_token_ids or ())),
-                                 *(self.drafter.last_cost if drafted else (0, 0)))
+        features = step_features(sum(batch.num_new_tokens) + sum(map(len, batch.spec_token_ids)),
+                                 *self.drafter.last_cost)
         self.proposer.observe(features, time.perf_counter() - self._step_start,
                               [(len(d), a) for d, a in zip(drafts, verdict.num_accepted)] if sampling else [])
         return outputs

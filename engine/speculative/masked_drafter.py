@@ -74,10 +74,10 @@ class MaskedDrafter:
     def sequence_length(self, req) -> int:
         return min(len(req.all_token_ids), self.context_room) + self.length + 2
 
-    def planned_cost(self, requests, k: int) -> tuple[int, int]:
-        """(forwards, tokens encoded) of drafting k tokens for each request."""
-        passes = min(self.passes, k)
-        return passes, passes * sum(map(self.sequence_length, requests))
+    def cost_plan(self, requests):
+        """k -> (forwards, tokens encoded) of drafting k tokens for each of the requests."""
+        tokens = sum(map(self.sequence_length, requests))
+        return lambda k: (min(self.passes, k), min(self.passes, k) * tokens)
 
     def _template(self, req) -> np.ndarray:
         ctx = req.all_token_ids

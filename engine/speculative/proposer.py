@@ -5,23 +5,26 @@ B * E(k) tokens per step, E(k) = 1 + sum_{j<k} r_j, where r_j is the measured pr
 that slot j is accepted (accepted / drafted at j; counts decay by DECAY a step, so they
 follow the workload). A step's wall time, from scheduling to its outputs, is modelled as
     c_step + c_row * verify rows + c_draft * draft forwards + c_draft_row * draft rows
-fitted by decayed least squares to every measured step (the drafter plans the forwards and
-rows a candidate k would cost; a plain step has none). The proposer picks the k in [0, K]
+fitted by decayed least squares to every measured step (the drafter's cost_plan gives the
+forwards and rows a candidate k would cost; a plain step has none). The proposer picks the k in [0, K]
 with the most tokens per second. The fixed terms carry what a drafting step adds besides
 FLOPs (the draft model's launches, the verifier, emitting several tokens a request).
 This is where batch size enters: at small batch the fixed cost dominates, extra verify
 rows are nearly free and E(k) wins; as the batch grows the per-row cost takes over, a step
 with k drafts costs up to (k + 1) times a plain one, and the choice falls to small k or none.
 
-The first WARMUP steps cycle k over EXPLORE (K, 0, K / 2, 1) so that every term and every
-slot's acceptance are measured; afterwards every EXPLORE_EVERY-th step tries the next of
-those values other than the current best, keeping the estimates fresh.
+The first WARMUP steps cycle k over (K, 0, K / 2, 1) so that every term and every slot's
+acceptance are measured. Afterwards the proposer keeps the estimates fresh by trying the
+next of those values other than the current best, after EXPLORE_EVERY steps times how much
+slower the model predicts it to be (at most MAX_EXPLORE_SPACING times): a try that looks
+costly is made rarely.
 """
 import numpy as np
 
 DECAY = 0.98
 WARMUP = 12
 EXPLORE_EVERY = 20
+MAX_EXPLORE_SPACING = 10
 FEATURES = 4  # 1, verify rows, draft forwards, draft rows
 
 
@@ -57,7 +60,8 @@ class Proposer:
         self.cost = LinearCost()
         self.explore = list(dict.fromkeys([self.k, 0, max(1, self.k // 2), 1]))
         self.steps = 0
-        self.last_choice = self.k
+        self.explored = 0  # explorations after the warm-up
+        self.since_explore = 0
 
     def choose(self, running) -> int:
         """k for the next step, given the requests it will likely run."""
@@ -65,14 +69,17 @@ class Proposer:
             return self.k
         self.steps += 1
         if self.steps <= WARMUP:
-            k = self.explore[(self.steps - 1) % len(self.explore)]
-        else:
-            k = self.best(running)
-            if self.steps % EXPLORE_EVERY == 0:
-                others = [e for e in self.explore if e != k]
-                k = others[(self.steps // EXPLORE_EVERY) % len(others)]
-        self.last_choice = k
-        return k
+            return self.explore[(self.steps - 1) % len(self.explore)]
+        rates = self.rates(running)
+        best = int(np.argmax(rates))
+        others = [e for e in self.explore if e != best]
+        candidate = others[self.explored % len(others)]
+        # a try costs what the candidate loses against the best: the worse it looks, the rarer
+        self.since_explore += 1
+        if self.since_explore >= EXPLORE_EVERY * min(MAX_EXPLORE_SPACING, rates[best] / max(rates[candidate], 1e-9)):
+            self.explored, self.since_explore = self.explored + 1, 0
+            return candidate
+        return best
 
     def expected_tokens(self, k: int) -> float:
         """E(k) = 1 + the summed acceptance of slots 0..k-1."""
@@ -80,14 +87,19 @@ class Proposer:
         return 1.0 + float(rates[:k].sum())
 
     def best(self, running) -> int:
+        return int(np.argmax(self.rates(running)))
+
+    def rates(self, running) -> list[float]:
+        """Predicted tokens per second of each k in [0, K] for these requests."""
         batch = max(1, len(running))
         coef = self.cost.coefficients()
+        planned = self.drafter.cost_plan(running)
         rates = []
         for k in range(self.k + 1):
-            draft = self.drafter.planned_cost(running, k) if k else (0, 0)
+            draft = planned(k) if k else (0, 0)
             seconds = float(coef @ np.array(step_features(batch * (k + 1), *draft), dtype=np.float64))
             rates.append(batch * self.expected_tokens(k) / max(seconds, 1e-9))
-        return int(np.argmax(rates))
+        return rates
 
     def observe(self, features, seconds: float, outcomes: list[tuple[int, int]]) -> None:
         """After a step: its step_features, its wall time and (drafted, accepted) per request."""
