@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.speculative.rejection import DRAFT_STREAM, draw, draw_seeds, row_sampling_params, sampling_probs
+from engine.sampler import Sampler
+from engine.speculative.rejection import DRAFT_STREAM, draw, draw_seeds, sampling_probs
 
 
 @dataclass
@@ -31,7 +32,8 @@ def pick(logits: torch.Tensor, requests: list, positions: list[int]):
         device = logits.device
         index = torch.tensor(sampled, device=device)
         chosen = [requests[r] for r in sampled]
-        q = sampling_probs(logits.index_select(0, index), *row_sampling_params(chosen, device))
+        temperature, top_k, top_p, _ = Sampler.row_params(chosen, device)
+        q = sampling_probs(logits.index_select(0, index), temperature, top_k, top_p)
         tokens[index] = draw(q, draw_seeds(chosen, [positions[r] for r in sampled], DRAFT_STREAM, device))
     return tokens.tolist(), q, sampled
 

@@ -81,25 +81,22 @@ class Proposer:
             return candidate
         return best
 
-    def expected_tokens(self, k: int) -> float:
-        """E(k) = 1 + the summed acceptance of slots 0..k-1."""
+    def expected_tokens(self) -> np.ndarray:
+        """E(k) for k = 0..K: 1 + the summed acceptance of slots 0..k-1."""
         rates = np.divide(self.accepted, self.drafted, out=np.zeros(self.k), where=self.drafted > 0)
-        return 1.0 + float(rates[:k].sum())
+        return 1.0 + np.concatenate([[0.0], np.cumsum(rates)])
 
     def best(self, running) -> int:
         return int(np.argmax(self.rates(running)))
 
-    def rates(self, running) -> list[float]:
+    def rates(self, running) -> np.ndarray:
         """Predicted tokens per second of each k in [0, K] for these requests."""
         batch = max(1, len(running))
-        coef = self.cost.coefficients()
         planned = self.drafter.cost_plan(running)
-        rates = []
-        for k in range(self.k + 1):
-            draft = planned(k) if k else (0, 0)
-            seconds = float(coef @ np.array(step_features(batch * (k + 1), *draft), dtype=np.float64))
-            rates.append(batch * self.expected_tokens(k) / max(seconds, 1e-9))
-        return rates
+        features = np.array([step_features(batch * (k + 1), *(planned(k) if k else (0, 0)))
+                             for k in range(self.k + 1)], dtype=np.float64)
+        seconds = np.maximum(features @ self.cost.coefficients(), 1e-9)
+        return batch * self.expected_tokens() / seconds
 
     def observe(self, features, seconds: float, outcomes: list[tuple[int, int]]) -> None:
         """After a step: its step_features, its wall time and (drafted, accepted) per request."""

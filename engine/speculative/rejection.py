@@ -34,14 +34,6 @@ def draw_seeds(requests, positions, stream: int, device) -> torch.Tensor:
     return torch.from_numpy(mix_seeds(seeds, np.asarray(positions, dtype=np.int64), stream)).to(device)
 
 
-def row_sampling_params(requests, device):
-    """Per-row (temperature, top_k, top_p) tensors of the requests' params."""
-    params = [r.params for r in requests]
-    return (torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device),
-            torch.tensor([p.top_k for p in params], dtype=torch.int64, device=device),
-            torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device))
-
-
 def sampling_probs(logits, temperature, top_k, top_p) -> torch.Tensor:
     """fp32 [R, V]: the distribution each row is sampled from (temperature > 0 rows)."""
     allowed = top_k_top_p_mask(logits, temperature, top_k, top_p)

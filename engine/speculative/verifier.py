@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.speculative.rejection import (
-    ACCEPT_STREAM, RESIDUAL_STREAM, draw_seeds, rejection_sample, row_sampling_params, sampling_probs,
-)
+from engine.speculative.rejection import ACCEPT_STREAM, RESIDUAL_STREAM, draw_seeds, rejection_sample, sampling_probs
 
 
 @dataclass
@@ -87,7 +85,8 @@ class Verifier:
             return [], []
         device = logits.device
         target = self.sampler.ban(logits.index_select(0, torch.tensor(rows, device=device)), requests, offsets)
-        p = sampling_probs(target, *row_sampling_params(requests, device))
+        temperature, top_k, top_p, _ = self.sampler.row_params(requests, device)
+        p = sampling_probs(target, temperature, top_k, top_p)
         positions = [r.num_generated + j for r, j in zip(requests, offsets)]
         accepted, residual = rejection_sample(
             p, draft_probs, torch.tensor(drafts, device=device), draw_seeds(requests, positions, ACCEPT_STREAM, device),
