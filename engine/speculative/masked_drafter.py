@@ -42,8 +42,6 @@ def split_slots(k: int, passes: int) -> list[range]:
 
 
 class MaskedDrafter:
-    kv_bytes_per_block = 0  # no cache: every pass re-reads the context
-
     def __init__(self, loaded, spec, target_vocab_size: int, target_eos_ids: list[int]):
         tok = loaded.tokenizer
         if tok is None:
