@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 PYTEST_ARGS ?=
 
-.PHONY: setup test bench bench-quick microbench kernels-check scale-check gpu clean
+.PHONY: setup test bench bench-quick bench-speculative microbench kernels-check scale-check gpu clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m benchmarks --quick
+
+# speculative decoding against plain AR by batch size (masked and causal drafts, k, passes)
+bench-speculative: setup
+	$(PY) -m benchmarks.speculative
 
 # pytest-benchmark suites; JSON saved under .benchmarks/ to compare runs across commits
 microbench: setup
