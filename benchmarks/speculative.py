@@ -22,6 +22,7 @@ import argparse
 import datetime
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -238,6 +239,17 @@ def _shown(path) -> str:
     return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else Path(path).name
 
 
+def _shown_argv(argv):
+    """The command's options as the report shows them (without --out, a path of this machine)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(args):
+        if a == "--out":
+            return args[:i] + args[i + 2:]
+        if a.startswith("--out="):
+            return args[:i] + args[i + 1:]
+    return args
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.device == "cpu":
@@ -246,7 +258,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     configs, rows, llms = measure(args)
     results = {
-        "meta": {"command": "python -m benchmarks.speculative" + (" --quick" if args.quick else ""),
+        "meta": {"command": " ".join(["python -m benchmarks.speculative", *_shown_argv(argv)]),
                  "machine": machine_name(args.device), "device": args.device, "date": str(datetime.date.today()),
                  "torch": torch.__version__, "threads": torch.get_num_threads(), "target": _shown(args.target),
                  "masked_draft": _shown(args.masked_draft), "causal_draft": _shown(args.causal_draft),
