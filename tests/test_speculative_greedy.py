@@ -1,11 +1,12 @@
 """Speculative greedy decoding emits exactly the causal LM's own greedy tokens: for masked and
 causal drafts that agree with the target always, often or never, under continuous batching,
 chunked prefill, prefix caching and preemption, with stop conditions and logprobs."""
-import random
-
 import pytest
 
 from engine import LLM, Engine, SamplingParams
+from tests.stress import ENGINE as STRESS_ENGINE
+from tests.stress import run_requests, stress_requests
+from tests.test_tensor_parallel import wait_gone
 from tests.tiny_speculative import make_causal, make_masked, make_truncated
 
 GREEDY = dict(temperature=0.0, ignore_eos=True)
@@ -64,31 +65,16 @@ def test_greedy_equals_the_target_alone(models, name):
 
 
 def test_stress_preemption_chunked_prefill_and_prefix_hits(models):
-    """120 random requests through a cache that forces preemption, with chunked prefill and
-    shared prefixes: each output equals the target's own greedy output."""
-    rng = random.Random(3)
-    shared = [rng.randrange(7, 128) for _ in range(9)]
-
-    def prompt():
-        own = [rng.randrange(7, 128) for _ in range(rng.randint(1, 14))]
-        return shared[: rng.randint(4, 9)] + own if rng.random() < 0.5 else own
-
-    requests = [(prompt(), rng.randint(1, 10)) for _ in range(120)]
-    prompts = [p for p, _ in requests]
-    params = [SamplingParams(max_tokens=n, **GREEDY) for _, n in requests]
-    ref = plain_outputs(models["gpt2"], prompts, params, num_kv_blocks=1024)
+    """The preemption stress scenario (tests/stress.py: 120 random requests, half sharing a
+    prefix, chunked prefill) in a cache of 16 blocks, too small even with drafts giving way:
+    each output equals the target's own greedy output."""
+    requests = stress_requests(seed=3, count=120)
+    want, _ = run_requests(Engine(models["gpt2"], block_size=4, num_kv_blocks=1024), requests)
     for draft in ("truncated", "masked"):
         spec = {"model": models[draft], "num_speculative_tokens": 3}
-        engine = Engine(models["gpt2"], block_size=4, num_kv_blocks=24, max_num_seqs=16, max_num_batched_tokens=40,
-                        speculative_config=spec)
-        ids = [engine.add_request(p, sp) for p, sp in zip(prompts, params)]
-        got, cached = {}, 0
-        while engine.has_unfinished():
-            for out in engine.step():
-                if out.finished:
-                    got[out.request_id] = out
-                    cached += out.metrics.cached_prompt_tokens
-        assert [got[i].token_ids for i in ids] == [r.token_ids for r in ref]
+        engine = Engine(models["gpt2"], speculative_config=spec, **{**STRESS_ENGINE, "num_kv_blocks": 16})
+        got, cached = run_requests(engine, requests)
+        assert got == want
         stats = engine.stats()
         assert stats["num_preemptions"] > 0 and cached > 0
         assert stats["num_free_kv_blocks"] == stats["num_kv_blocks"]
@@ -96,6 +82,19 @@ def test_stress_preemption_chunked_prefill_and_prefix_hits(models):
         drafter = engine.executor.drafter
         if draft == "truncated":  # every draft sequence released with its request
             assert not drafter.sequences and drafter.block_manager.num_free_blocks == drafter.block_manager.num_blocks
+
+
+def test_tensor_parallel_target(models):
+    """A target split over 2 processes (gloo) verifies a local draft's tokens like the
+    unsplit target decodes alone."""
+    params = SamplingParams(max_tokens=12, **GREEDY)
+    ref = plain_outputs(models["gpt2"], PROMPTS, params)
+    spec = {"model": models["truncated"], "num_speculative_tokens": 3}
+    with LLM(models["gpt2"], tensor_parallel_size=2, speculative_config=spec, **SMALL) as llm:
+        workers = llm.engine.loaded.model.worker_pids
+        assert_same(llm.generate(PROMPTS, params), ref)
+        assert llm.engine.stats()["speculative"]["num_accepted"] > 0
+    assert wait_gone(workers)
 
 
 def test_stop_conditions_apply_to_accepted_tokens(models):
