@@ -70,7 +70,7 @@ class SpeculativeExecutor(AutoregressiveExecutor):
 
     def _schedule(self) -> ScheduledBatch:
         self._step_start = time.perf_counter()  # the adaptive proposer models whole steps
-        return self.scheduler.schedule(lookahead=self.proposer.choose(self._upcoming()))
+        return self.scheduler.schedule(lookahead=self.proposer.choose(self._upcoming))
 
     def _upcoming(self) -> list:
         """The requests this step will likely run: the running ones, then waiting ones up to max_num_seqs."""

@@ -63,14 +63,14 @@ class Proposer:
         self.explored = 0  # explorations after the warm-up
         self.since_explore = 0
 
-    def choose(self, running) -> int:
-        """k for the next step, given the requests it will likely run."""
+    def choose(self, upcoming) -> int:
+        """k for the next step; upcoming() lists the requests it will likely run."""
         if not self.adaptive:
             return self.k
         self.steps += 1
         if self.steps <= WARMUP:
             return self.explore[(self.steps - 1) % len(self.explore)]
-        rates = self.rates(running)
+        rates = self.rates(upcoming())
         best = int(np.argmax(rates))
         others = [e for e in self.explore if e != best]
         candidate = others[self.explored % len(others)]
