@@ -27,7 +27,7 @@ def quality_vs_passes(results, path):
     key = "validity" if "validity" in rows[0] else "distinct_2"
     series = {}
     for r in rows:
-        if r["mode"] == "mp" and r.get("threshold") is None and r.get("block_size") is None:
+        if r["mode"] == "mp" and r.get("threshold") is None and r.get("block_length") is None:
             label = r["config"].split(" T=")[0] + f" {r['remask']}"
             series.setdefault(label, []).append((r["iterations"], r[key]))
     for label, pts in sorted(series.items()):

@@ -33,7 +33,7 @@ def quality_conclusions(rows):
            f"configuration ({best['config']}) reaches {best[key]:.0%} with {best['mean_nfe']:.1f} passes on average."]
     for label in sorted({r["config"].split(" ")[0] for r in mp}):
         runs = sorted((r for r in mp if r["config"].startswith(label + " ") and r["remask"] == "low_confidence"
-                       and r.get("threshold") is None and r.get("block_size") is None), key=lambda r: r["iterations"])
+                       and r.get("threshold") is None and r.get("block_length") is None), key=lambda r: r["iterations"])
         if len(runs) >= 2:
             first, last = runs[0], runs[-1]
             trend = ("rises" if last[key] > first[key] else "falls" if last[key] < first[key] else "stays")

@@ -74,7 +74,7 @@ def _mp_configs(sizes, length):
         for mode in sizes.remask_modes:
             yield f"T={t or length} {mode}", MaskPredictParams(length=length, iterations=t or length, remask=mode, seed=0)
     yield "threshold 0.9", MaskPredictParams(length=length, iterations=length, remask="commit", threshold=0.9)
-    yield "blocks of 8, T=16", MaskPredictParams(length=length, iterations=16, remask="low_confidence", block_size=8)
+    yield "blocks of 8, T=16", MaskPredictParams(length=length, iterations=16, remask="low_confidence", block_length=8)
 
 
 def _score(run, prompts, texts):
@@ -113,7 +113,7 @@ def quality_part(run):
                statistics.mean(o.metrics.generated_tokens for o in outs)}
         if mode == "mp":
             row.update(iterations=params.iterations, remask=params.remask, threshold=params.threshold,
-                       block_size=params.block_size)
+                       block_length=params.block_length)
         row.update(_score(run, prompts, texts))
         texts_by_config[name] = texts
         rows.append(row)

@@ -29,7 +29,7 @@ from engine.server.cli import add_serve_command
 
 SHARED_FLAGS = ("temperature", "top_k", "top_p", "seed")
 CAUSAL_FLAGS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "ignore_eos")
-MASKED_FLAGS = ("length", "iterations", "remask", "schedule", "threshold", "block_size", "stop_early")
+MASKED_FLAGS = ("length", "iterations", "remask", "schedule", "threshold", "block_length", "stop_early")
 ENGINE_OPTIONS = ("device", "dtype", "kernel_backend", "block_size", "num_kv_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
                   "allow_pickle", "enable_nvtx", "tensor_parallel_size")
@@ -39,7 +39,7 @@ ENGINE_FLAGS = {"block_size": "kv_block_size"}
 SPECULATIVE_FLAGS = {"model": "speculative_model", "num_speculative_tokens": "num_speculative_tokens",
                      "draft_passes": "draft_passes", "draft_length": "draft_length",
                      "adaptive": "adaptive_speculation"}
-PARAMS_FLAGS = {"stop_token_ids": "stop_token_id", "block_size": "block_length"}
+PARAMS_FLAGS = {"stop_token_ids": "stop_token_id"}
 
 
 class UsageError(Exception):
@@ -60,6 +60,20 @@ def _usage(error: Exception, renames: dict) -> UsageError:
     if not re.fullmatch(r"[a-z_]+", field):
         return UsageError(str(error))
     return UsageError(f"{_flag(field, renames)} {rest}")
+
+
+class _DeprecatedFlag(argparse.Action):
+    """A flag kept for one release under an old name: stores into the new flag's dest and
+    notes the rename in args.deprecated, which `request_params` reports as a warning once
+    the command line is known to be valid."""
+
+    def __init__(self, option_strings, dest, new_flag, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.deprecated = [*getattr(namespace, "deprecated", []), f"{option_string} is deprecated, use {self.new_flag}"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,8 +188,10 @@ def add_generate_command(commands, common) -> None:
     masked.add_argument("--remask", choices=REMASK_MODES, help="which slots go back to [MASK] after a pass")
     masked.add_argument("--schedule", choices=SCHEDULES, help="how many slots stay masked after each pass")
     masked.add_argument("--threshold", type=float, help="fill every slot with confidence >= this, in (0, 1] (Fast-dLLM)")
-    masked.add_argument("--block-length", "--block-size", dest="block_size", type=int,
+    masked.add_argument("--block-length", type=int,
                         help="semi-autoregressive blocks of this many slots, decoded left to right")
+    masked.add_argument("--block-size", dest="block_length", type=int, action=_DeprecatedFlag,
+                        new_flag="--block-length", help="deprecated alias of --block-length")
     masked.add_argument("--stop-early", action="store_true", default=None, help="stop when a pass changes nothing")
 
 
@@ -192,10 +208,14 @@ def request_params(args, kind):
         raise UsageError(f"{flag} does not apply: {args.model} is a {kind} LM")
     try:
         if kind == "causal":
-            return SamplingParams(**_given(args, SHARED_FLAGS + CAUSAL_FLAGS))
-        return MaskPredictParams(**_given(args, SHARED_FLAGS + MASKED_FLAGS))
+            params = SamplingParams(**_given(args, SHARED_FLAGS + CAUSAL_FLAGS))
+        else:
+            params = MaskPredictParams(**_given(args, SHARED_FLAGS + MASKED_FLAGS))
     except (TypeError, ValueError) as e:
         raise _usage(e, PARAMS_FLAGS) from e
+    for message in getattr(args, "deprecated", []):
+        warnings.warn(message, FutureWarning)  # shown to the user as one "warning: ..." line
+    return params
 
 
 def _print_stats(out):

@@ -8,21 +8,27 @@ tokenizer's special tokens except `tokenizer.eos_token_id` when that is not None
 tokenizer defines no eos token, so it never produces [SEP] (or [CLS], [MASK], [PAD], [UNK])
 and its text is all N slots; RoBERTa may produce </s>, and text stops before the first one.
 
-Per pass of a block with T passes (engine/mask_schedule.py has n(t), blocks and seeds):
+Per pass of a block with T passes (engine/mask_schedule.py has n(t), blocks and seed
+streams; engine/mask_rules.py the rules as tensor functions):
   low_confidence  every masked slot of the block takes its prediction; then, unless the
                   block is done, its n(t) lowest-confidence slots are re-masked;
-  random          the same, re-masking n(t) slots chosen by the seeded hash rule;
+  random          the same, re-masking the n(t) slots of the block with the smallest
+                  mix_seed(seed, REMASK_STREAM, pass, slot);
   commit          only the most confident masked slots are filled, as many as leave n(t)
                   masked; a filled slot is final (LLaDA);
   threshold tau   (overrides remask and iterations) every masked slot of the block with
                   confidence >= tau is filled, at least the most confident one; filled
                   slots are final; the block takes as many passes as it needs (<= its size).
+Ties: the lowest confidence is re-masked first, the highest filled first, and among equal
+confidences (or equal random keys) the lower position goes first.
 A scheduled block always runs its T passes, as the paper's loop does: when n(t) reaches 0
 before the last pass, the remaining passes find nothing masked and change nothing (they
-skip the encoder but count in nfe). Without block_size the N slots are one block. With it,
-later blocks stay masked and are not predicted until their turn. stop_early: when a pass's predictions over its block (kept tokens
-plus new predictions) equal the previous pass's in the same block, the block takes them and
-is done (without blocks: the request is done).
+skip the encoder but count in nfe). Without block_length the N slots are one block. With
+it, the iterations are split between blocks of block_length slots (engine/mask_schedule.py)
+and later blocks stay masked and are not predicted until their turn. stop_early: when a
+pass's predictions over its block (kept tokens plus new predictions) equal the previous
+pass's in the same block, the block takes them and is done (without blocks: the request is
+done).
 
 Sampling (temperature > 0) draws with ops.sample, seed mix_seed(seed, SAMPLE_STREAM, pass,
 slot); the confidence is the drawn token's probability under the model (softmax of the
@@ -36,92 +42,50 @@ The best score wins, the first listed on ties; the metrics and text are that seq
 
 Metrics: nfe = passes run; tokens_per_pass[i] = slots masked before pass i minus after it
 (sums to N); pass_texts = the text after each pass, masked slots shown as the mask token.
+
+Execution. The executor batches passes at the iteration level: every step() runs one pass
+over every admitted request; new requests join at the next pass, finished ones leave. The
+state of all running sequences lives in one `SequenceBatch` (engine/mask_batch.py: padded
+[sequences, slots] tensors on the engine's device), and every rule runs as tensor
+operations over all of them; Python runs per request only to admit it and to build its
+output. Text is decoded when an output's `text` is read, except for return_pass_texts,
+which decodes after every pass.
+
+Fault isolation. A pass computes everything that can fail (forward, predictions, rules,
+scores) into a new batch before anything is replaced; if it raises, each request runs the
+pass alone, and those that fail alone finish with finish_reason "error" while the others
+go on. A request whose pass text cannot be decoded fails alone the same way.
 """
 import time
-from collections import deque
-from dataclasses import dataclass, replace
+from collections import Counter, deque
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from engine.attention import AttentionMetadata
 from engine.detokenizer import batch_decode
-from engine.mask_schedule import (
-    SAMPLE_STREAM, masked_after, most_confident, lowest_confidence, num_blocks,
-    random_slots, split_blocks,
-)
+from engine.mask_batch import SequenceBatch
+from engine.mask_schedule import SAMPLE_STREAM, num_blocks
 from engine.output_processor import describe
 from engine.outputs import RequestMetrics, RequestOutput
 from engine.params import MaskPredictParams
 from engine.profiling import ranged
-from engine.seeding import mix_seed
+from engine.seeding import mix_seeds_torch
 
 
-class SequenceRefinement:
-    """The state of one target sequence (one length candidate) between passes."""
+class _Sequence:
+    """The host's view of one target sequence (one length candidate): what outputs show."""
 
-    def __init__(self, params: MaskPredictParams, length: int, seed: int, mask_id: int):
-        self.params, self.length, self.seed, self.mask_id = params, length, seed, mask_id
-        self.tokens = [mask_id] * length
-        self.confidence = [0.0] * length
-        self.masked = [True] * length
-        self.blocks = split_blocks(length, params.block_size, params.iterations)
-        self.block_index = 0
-        self.block_pass = 0  # passes run in the current block
-        self.passes_run = 0
-        self.previous_view = None  # the block's predictions at the previous pass (stop_early)
+    __slots__ = ("request", "length", "tokens", "tokens_per_pass", "pass_texts", "score", "finished")
+
+    def __init__(self, request, length, mask_id):
+        self.request, self.length = request, length
+        self.tokens = [mask_id] * length  # after the latest pass
         self.tokens_per_pass: list[int] = []
+        self.pass_texts: list[str] = []
         self.score: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.block_index == len(self.blocks)
-
-    def slots_to_predict(self) -> list[int]:
-        block = self.blocks[self.block_index]
-        return [s for s in range(block.start, block.end) if self.masked[s]]
-
-    def apply(self, slots, tokens, confidences):
-        """Take one pass's predictions at `slots` (those of slots_to_predict) and re-mask."""
-        p, block = self.params, self.blocks[self.block_index]
-        masked_before = sum(self.masked)
-        view = list(self.tokens)
-        for s, token, conf in zip(slots, tokens, confidences):
-            view[s], self.confidence[s] = token, conf
-        block_view = view[block.start : block.end]
-        converged = p.stop_early and block_view == self.previous_view
-        self.previous_view = block_view
-
-        remask = 0
-        if converged:
-            fill = slots
-        elif p.threshold is not None:
-            fill = [s for s in slots if self.confidence[s] >= p.threshold]
-            fill = fill or most_confident(slots, self.confidence, 1)
-        else:
-            remask = masked_after(block.end - block.start, self.block_pass, block.passes, p.schedule)
-            if p.remask == "commit":
-                fill, remask = most_confident(slots, self.confidence, len(slots) - remask), 0
-            else:
-                fill = slots
-        for s in fill:
-            self.tokens[s], self.masked[s] = view[s], False
-        if remask:
-            scope = range(block.start, block.end)
-            if p.remask == "random":
-                chosen = random_slots(scope, self.seed, self.passes_run, remask)
-            else:
-                chosen = lowest_confidence(scope, self.confidence, remask)
-            for s in chosen:
-                self.tokens[s], self.masked[s] = self.mask_id, True
-
-        self.passes_run += 1
-        self.block_pass += 1
-        self.tokens_per_pass.append(masked_before - sum(self.masked))
-        # a scheduled block runs all its passes (some may find nothing masked, as in the
-        # paper's loop); a threshold block, or a converged one, ends when it is filled
-        scheduled = p.threshold is None and not converged
-        if not any(self.masked[block.start : block.end]) and not (scheduled and self.block_pass < block.passes):
-            self.block_index, self.block_pass, self.previous_view = self.block_index + 1, 0, None
+        self.finished = False
 
 
 @dataclass
@@ -131,25 +95,39 @@ class _Request:
     prompt_token_ids: list[int]
     params: MaskPredictParams
     seed: int
-    sequences: list[SequenceRefinement]
     metrics: RequestMetrics
-    pass_texts: list[list[str]]  # per sequence
+    sequences: list
+    features: tuple  # what its sequences use, for SequenceBatch.after_pass
+    unfinished: int = 0  # sequences still refining
+    error: str | None = None
 
-    @property
-    def finished(self) -> bool:
-        return all(seq.finished for seq in self.sequences)
-
-    def shown(self) -> int:
-        """Which sequence the outputs show: the best-scoring once done, else the first."""
-        if not self.finished:
-            return 0
+    def shown(self) -> _Sequence:
+        """The sequence outputs show: the best-scoring once all are done, else the first."""
+        if self.unfinished or len(self.sequences) == 1:
+            return self.sequences[0]
         scores = [seq.score for seq in self.sequences]
-        return scores.index(max(scores)) if len(scores) > 1 else 0
+        return self.sequences[scores.index(max(scores))]
+
+
+@dataclass(frozen=True)
+class _PassOutcome:
+    batch: SequenceBatch  # the rows after the pass
+    filled: torch.Tensor  # int64 [S]: slots the pass unmasked, net
+    done: torch.Tensor  # bool [S]
+    scores: torch.Tensor | None  # float64 [S]: mean log-probability (scored rows that are done)
+
+
+def _features(params: MaskPredictParams) -> tuple:
+    features = ["threshold" if params.threshold is not None else f"rule:{params.remask}"]
+    features += ["stop_early"] * params.stop_early + ["sampled"] * (params.temperature > 0)
+    return tuple(features + ["scored"] * (len(params.lengths) > 1))
 
 
 class MaskPredictExecutor:
-    """Runs mask-predict requests with iteration-level batching: one encoder pass per step()
-    over every admitted request; new requests join at the next pass, finished ones leave."""
+    """Runs mask-predict requests with iteration-level batching (module docstring)."""
+
+    params_type = MaskPredictParams
+    add_special_tokens = False  # the executor frames the prompt with its own template
 
     def __init__(self, loaded, config, ops):
         tok = loaded.tokenizer
@@ -157,23 +135,27 @@ class MaskPredictExecutor:
             raise ValueError("mask-predict needs the checkpoint's tokenizer (for its mask/cls/sep ids)")
         self.model, self.tokenizer, self.ops, self.config = loaded.model, tok, ops, config
         self.mask_id = tok.mask_token_id
-        self.cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-        self.sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-        for name, value in (("mask", self.mask_id), ("cls (or bos)", self.cls_id), ("sep (or eos)", self.sep_id)):
+        cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        for name, value in (("mask", self.mask_id), ("cls (or bos)", cls_id), ("sep (or eos)", sep_id)):
             if value is None:
                 raise ValueError(f"the tokenizer defines no {name} token, which mask-predict's template needs")
+        self.template = (cls_id, sep_id, self.mask_id)
         self.eos_id = tok.eos_token_id
-        self.vocab_size = loaded.vocab_size
         self.max_positions = self.model.max_positions
         self.device = next(self.model.parameters()).device
-        banned = [i for i in tok.all_special_ids if i != self.eos_id and i < self.vocab_size]
-        self.banned = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
-        self.banned[banned] = True
+        vocab_size = loaded.vocab_size
+        banned = sorted({i for i in tok.all_special_ids if i != self.eos_id and i < vocab_size})
+        self.banned = torch.tensor(banned, dtype=torch.int64, device=self.device)  # vocabulary columns
         self.waiting: deque[_Request] = deque()
         self.running: list[_Request] = []
+        self._reset_batch()
 
-    params_type = MaskPredictParams
-    add_special_tokens = False  # the executor frames the prompt with its own template
+    def _reset_batch(self):
+        self.batch: SequenceBatch | None = None
+        self.rows: list[_Sequence] = []  # the batch's rows, in order
+        self.features: Counter = Counter()  # over the rows
+        self.live_tokens = 0  # encoder tokens of a pass over every row
 
     # ---- requests -------------------------------------------------------------------------
 
@@ -187,11 +169,11 @@ class MaskPredictExecutor:
                     f"prompt ({n} tokens) + length {length} + 2 special tokens = {total} "
                     f"exceeds the model's max positions ({self.max_positions})"
                 )
-            blocks = num_blocks(length, params.block_size)
+            blocks = num_blocks(length, params.block_length)
             if params.threshold is None and params.iterations < blocks:
                 raise ValueError(
                     f"iterations ({params.iterations}) must be >= the number of blocks ({blocks}) "
-                    f"of length {length} in blocks of block_size {params.block_size}"
+                    f"of length {length} in blocks of block_length {params.block_length}"
                 )
         need = sum(n + length + 2 for length in params.lengths)
         if need > self.config.max_num_batched_tokens:
@@ -205,19 +187,23 @@ class MaskPredictExecutor:
             )
 
     def add(self, request_id, prompt, prompt_token_ids, params, seed, arrival_time) -> None:
-        self.waiting.append(_Request(
-            request_id, prompt, list(prompt_token_ids), params, seed,
-            [SequenceRefinement(params, n, seed, self.mask_id) for n in params.lengths],
-            RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids)),
-            [[] for _ in params.lengths],
-        ))
+        request = _Request(request_id, prompt, list(prompt_token_ids), params, seed,
+                           RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids)),
+                           [], _features(params))
+        request.sequences = [_Sequence(request, n, self.mask_id) for n in params.lengths]
+        request.unfinished = len(request.sequences)
+        self.waiting.append(request)
 
     def abort(self, request_id) -> bool:
-        for queue in (self.waiting, self.running):
-            for r in queue:
-                if r.request_id == request_id:
-                    queue.remove(r)
-                    return True
+        for request in self.waiting:
+            if request.request_id == request_id:
+                self.waiting.remove(request)
+                return True
+        for request in self.running:
+            if request.request_id == request_id:
+                request.error = "aborted"
+                self._drop_done()
+                return True
         return False
 
     def has_unfinished(self) -> bool:
@@ -232,175 +218,221 @@ class MaskPredictExecutor:
         """Finish every request with `message` and start afresh."""
         requests = [*self.running, *self.waiting]
         self.running, self.waiting = [], deque()
+        self._reset_batch()
         return [self._failed(r, message) for r in requests]
 
     def _failed(self, request, message) -> RequestOutput:
         request.metrics.finished_time = time.perf_counter()
-        seq = request.sequences[0]
-        return RequestOutput(request.request_id, request.prompt, list(request.prompt_token_ids),
-                             list(seq.tokens), "", finished=True, finish_reason="error",
+        return RequestOutput(request.request_id, request.prompt, request.prompt_token_ids,
+                             list(request.sequences[0].tokens), "", finished=True, finish_reason="error",
                              metrics=request.metrics, error=message)
 
-    # ---- one pass -------------------------------------------------------------------------
-
-    def _sequence_tokens(self, request, seq):
-        return len(request.prompt_token_ids) + seq.length + 2
+    # ---- admission ------------------------------------------------------------------------
 
     def _admit(self):
         """FCFS: the oldest waiting requests join while the pass stays within the budgets."""
-        live = [(r, s) for r in self.running for s in r.sequences if not s.finished]
-        tokens = sum(self._sequence_tokens(r, s) for r, s in live)
-        count = len(live)
+        tokens, count, joined = self.live_tokens, len(self.rows), []
         while self.waiting:
             request = self.waiting[0]
-            need = sum(self._sequence_tokens(request, s) for s in request.sequences)
+            need = sum(len(request.prompt_token_ids) + seq.length + 2 for seq in request.sequences)
             if tokens + need > self.config.max_num_batched_tokens or count + len(request.sequences) > self.config.max_num_seqs:
                 break
             self.waiting.popleft()
             request.metrics.first_scheduled_time = time.perf_counter()
             self.running.append(request)
+            joined.append(request)
             tokens, count = tokens + need, count + len(request.sequences)
+        if not joined:
+            return
+        new = SequenceBatch.build(
+            [(r.prompt_token_ids, seq.length, r.params, r.seed, len(r.sequences) > 1)
+             for r in joined for seq in r.sequences], self.template, self.device)
+        self.batch = new if self.batch is None else self.batch.extend(new)
+        for request in joined:
+            self.rows += request.sequences
+            for _ in request.sequences:
+                self.features.update(request.features)
+        self.live_tokens = tokens
+
+    # ---- one pass -------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one encoder pass over the admitted requests; an output for each of them.
-
-        If the pass raises, each request runs its pass alone; one that fails alone finishes
-        with finish_reason "error" and the others go on (nothing changes before a pass's
-        predictions are all computed)."""
+        """Run one pass over the admitted requests; an output for each of them."""
         with ranged("schedule"):
             self._admit()
         if not self.running:
             return []
+        features = frozenset(name for name, count in self.features.items() if count > 0)
         try:
-            return self._pass(list(self.running))
+            outcome = self._refine(self.batch, features)
         except Exception:  # noqa: BLE001 - find the request(s) that caused it
-            outputs = []
-            for request in list(self.running):
-                try:
-                    outputs += self._pass([request])
-                except Exception as error:  # noqa: BLE001
-                    self.running.remove(request)
-                    outputs.append(self._failed(request, describe(error)))
-            return outputs
+            return self._step_apart()
+        self.batch = outcome.batch
+        self._record(self.rows, outcome)
+        return self._outputs(list(self.running))
 
-    def _pass(self, requests) -> list[RequestOutput]:
-        live = [(r, s) for r in requests for s in r.sequences if not s.finished]
-        # a sequence with nothing masked in its block (more passes than slots to fill) takes a
-        # no-op pass without the encoder, unless its last pass's scores are needed
-        packed = [(r, s) for r, s in live if s.slots_to_predict() or len(r.sequences) > 1]
-        ids, positions, bounds, rows, plans = [], [], [0], [], {}
-        for request, seq in packed:
-            start = bounds[-1]
-            sequence = [self.cls_id, *request.prompt_token_ids, *seq.tokens, self.sep_id]
-            ids += sequence
-            positions += range(len(sequence))
-            bounds.append(start + len(sequence))
-            first_slot = start + 1 + len(request.prompt_token_ids)
-            predict = seq.slots_to_predict()
-            offset = len(rows)
-            if len(request.sequences) > 1:  # scored: the head runs at every slot
-                rows += [first_slot + s for s in range(seq.length)]
-                plans[id(seq)] = (offset, predict, [offset + s for s in predict])
-            else:
-                rows += [first_slot + s for s in predict]
-                plans[id(seq)] = (offset, predict, list(range(offset, offset + len(predict))))
+    def _step_apart(self) -> list[RequestOutput]:
+        """The pass again, one request at a time; a request that fails alone fails."""
+        rows_of = {}
+        for index, seq in enumerate(self.rows):
+            rows_of.setdefault(id(seq.request), []).append(index)
+        for request in self.running:
+            rows = rows_of[id(request)]
+            index = torch.tensor(rows, device=self.device)
+            try:
+                outcome = self._refine(self.batch.select(index), frozenset(request.features))
+            except Exception as error:  # noqa: BLE001
+                request.error = describe(error)
+                continue
+            self.batch = self.batch.assign(index, outcome.batch)
+            self._record([self.rows[i] for i in rows], outcome)
+        return self._outputs(list(self.running))
 
-        tokens = confidence = logits = []
-        if packed:
-            with torch.no_grad():
-                with ranged("forward"):
-                    logits = self._head_logits(self._encode(ids, positions, bounds), rows)
-                with ranged("predict"):
-                    tokens, confidence = (t.tolist() for t in self._predict(logits, packed, plans))
-
-        now = time.perf_counter()
+    def _refine(self, batch: SequenceBatch, features: frozenset) -> _PassOutcome:
+        """One pass over `batch`: the batch after it, computed without changing anything."""
+        inputs = batch.pass_inputs(features)
+        tokens, confidence, logits = batch.tokens, batch.confidence, None
+        if inputs.head_rows.numel():  # else every row's block is waiting for passes to run out
+            with ranged("forward"):
+                meta = AttentionMetadata("encoder", inputs.cu_seqlens)
+                hidden = self.model(inputs.input_ids, inputs.positions, meta)
+                logits = self.model.compute_logits(hidden.index_select(0, inputs.head_rows))
+                logits.index_fill_(1, self.banned, float("-inf"))  # a fresh tensor: a few columns, in place
+            with ranged("predict"):
+                head_tokens, head_confidence = self._predict(batch, inputs, logits, features)
+                tokens = tokens.masked_scatter(inputs.head, head_tokens)
+                confidence = confidence.masked_scatter(inputs.head, head_confidence)
         with ranged("remask"):
-            for request, seq in live:
-                offset, predict, predict_rows = plans.get(id(seq), (0, [], []))
-                seq.apply(predict, [tokens[i] for i in predict_rows], [confidence[i] for i in predict_rows])
-                if seq.finished and len(request.sequences) > 1:
-                    seq.score = self._mean_log_prob(logits[offset : offset + seq.length], seq.tokens)
-                if request.params.return_pass_texts:
-                    request.pass_texts[request.sequences.index(seq)] += self._render([seq.tokens])
-        with ranged("detokenize"):
-            texts = self._render([r.sequences[r.shown()].tokens for r in requests])
-        outputs = []
-        for request, text in zip(requests, texts):
-            if request.metrics.first_token_time is None:
-                request.metrics.first_token_time = now
-            if request.finished:
-                request.metrics.finished_time = now
-                self.running.remove(request)
-            outputs.append(self._output(request, text))
-        return outputs
+            after, filled, done = batch.after_pass(inputs, tokens, confidence, features, self.mask_id)
+            scores = self._scores(after, inputs, logits) if "scored" in features else None
+        return _PassOutcome(after, filled, done, scores)
 
-    def _encode(self, ids, positions, bounds):
-        device = self.device
-        meta = AttentionMetadata("encoder", torch.tensor(bounds, dtype=torch.int32, device=device))
-        return self.model(torch.tensor(ids, device=device), torch.tensor(positions, device=device), meta)
-
-    def _head_logits(self, hidden, rows):
-        """The MLM head at `rows` only; special tokens (but eos) can never be predicted."""
-        logits = self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
-        return logits.masked_fill(self.banned, float("-inf"))
-
-    def _predict(self, logits, packed, plans):
+    def _predict(self, batch, inputs, logits, features):
         """Per head row: the prediction and its confidence (argmax, or a seeded draw)."""
         tokens, confidence = self.ops.confidence_argmax(logits)
-        temperature, top_k, top_p, seeds, sampled = [], [], [], [], []
-        for request, seq in packed:
-            _, predict, predict_rows = plans[id(seq)]
-            p = request.params
-            if p.temperature > 0:
-                for slot, row in zip(predict, predict_rows):
-                    sampled.append(row)
-                    temperature.append(p.temperature)
-                    top_k.append(p.top_k)
-                    top_p.append(p.top_p)
-                    seeds.append(mix_seed(request.seed, SAMPLE_STREAM, seq.passes_run, slot))
-        if sampled:
-            device = logits.device
-            index = torch.tensor(sampled, device=device)
-            drawn = self.ops.sample(
-                logits[index],
-                torch.tensor(temperature, dtype=torch.float32, device=device),
-                torch.tensor(top_k, dtype=torch.int64, device=device),
-                torch.tensor(top_p, dtype=torch.float32, device=device),
-                torch.tensor(seeds, dtype=torch.int64, device=device),
-            )
-            probs = torch.softmax(logits[index].float(), dim=-1).gather(1, drawn[:, None])[:, 0]
-            tokens[index], confidence[index] = drawn, probs
-        return tokens, confidence
+        if "sampled" not in features:
+            return tokens, confidence
+        seq, slot = inputs.head_seq, inputs.head_slot
+        draw = (inputs.predicted[seq, slot] & (batch.temperature[seq] > 0)).nonzero()[:, 0]
+        if not draw.numel():
+            return tokens, confidence
+        seq, slot, rows = seq[draw], slot[draw], logits.index_select(0, draw)
+        seeds = mix_seeds_torch(batch.seed[seq], SAMPLE_STREAM, batch.passes_run[seq], slot)
+        drawn = self.ops.sample(rows, batch.temperature[seq], batch.top_k[seq], batch.top_p[seq], seeds)
+        probs = torch.softmax(rows.float(), dim=-1).gather(1, drawn[:, None])[:, 0]
+        return tokens.index_copy(0, draw, drawn), confidence.index_copy(0, draw, probs)
 
     @staticmethod
-    def _mean_log_prob(logits, tokens):
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        picked = log_probs.gather(1, torch.tensor(tokens, device=logits.device)[:, None])
-        return picked.mean().item()
+    def _scores(after, inputs, logits):
+        """Float64 [S]: each scored row's mean log-probability of its tokens after the pass."""
+        scores = torch.zeros(after.size, dtype=torch.float64, device=after.length.device)
+        if logits is None:
+            return scores
+        rows = after.scored[inputs.head_seq].nonzero()[:, 0]
+        seq, slot = inputs.head_seq[rows], inputs.head_slot[rows]
+        log_probs = torch.log_softmax(logits.index_select(0, rows).float(), dim=-1)
+        picked = log_probs.gather(1, after.tokens[seq, slot][:, None])[:, 0]
+        return scores.index_add_(0, seq, picked.double()) / after.length
 
-    def _render(self, sequences):
-        """The texts of target slots, in one batched decode: each up to its first
+    # ---- after a pass ---------------------------------------------------------------------
+
+    def _record(self, sequences, outcome: _PassOutcome) -> None:
+        """Copy what the host needs of a pass (one transfer) into `sequences`, the rows'
+        sequences in order."""
+        o = outcome
+        summary = torch.cat([o.batch.tokens, o.filled[:, None], o.done[:, None].long()], dim=1).tolist()
+        scores = None if o.scores is None else o.scores.tolist()
+        for index, (seq, row) in enumerate(zip(sequences, summary)):
+            seq.tokens = row[: seq.length]
+            seq.tokens_per_pass.append(row[-2])
+            if row[-1]:
+                seq.finished = True
+                seq.request.unfinished -= 1
+                if scores is not None:
+                    seq.score = scores[index]
+            if seq.request.params.return_pass_texts:
+                seq.pass_texts.append(None)  # decoded by _decode_pass_texts
+
+    def _outputs(self, requests) -> list[RequestOutput]:
+        """Outputs of a pass; finished and failed requests leave."""
+        self._decode_pass_texts(requests)
+        now = time.perf_counter()
+        outputs = []
+        for request in requests:
+            metrics = request.metrics
+            if metrics.first_token_time is None:
+                metrics.first_token_time = now
+            if request.error is not None:
+                outputs.append(self._failed(request, request.error))
+                continue
+            if not request.unfinished:
+                metrics.finished_time = now
+            outputs.append(self._output(request))
+        self._drop_done()
+        return outputs
+
+    def _decode_pass_texts(self, requests) -> None:
+        """The text after this pass of every sequence that keeps pass texts, in one decode
+        call; if that fails, sequence by sequence, failing the requests that fail alone."""
+        pending = [seq for r in requests if r.params.return_pass_texts and r.error is None
+                   for seq in r.sequences if seq.pass_texts and seq.pass_texts[-1] is None]
+        if not pending:
+            return
+        try:
+            texts = self._texts([seq.tokens for seq in pending], skip_special_tokens=False)
+        except Exception:  # noqa: BLE001 - find the sequence(s) that cannot be decoded
+            texts = []
+            for seq in pending:
+                try:
+                    texts += self._texts([seq.tokens], skip_special_tokens=False)
+                except Exception as error:  # noqa: BLE001
+                    seq.request.error = describe(error)
+                    texts.append("")
+        for seq, text in zip(pending, texts):
+            seq.pass_texts[-1] = text
+
+    def _texts(self, sequences, skip_special_tokens=False) -> list[str]:
+        """The texts of target slots in one batched decode, each up to its first
         end-of-sequence token, masks shown."""
-        cut = [seq[: seq.index(self.eos_id)] if self.eos_id in seq else seq for seq in sequences]
-        return batch_decode(self.tokenizer, cut, skip_special_tokens=False)
+        eos = self.eos_id
+        cut = [seq[: seq.index(eos)] if eos in seq else seq for seq in sequences]
+        return batch_decode(self.tokenizer, cut, skip_special_tokens=skip_special_tokens)
 
-    def _output(self, request, text) -> RequestOutput:
-        index = request.shown()
-        seq = request.sequences[index]
-        metrics = replace(
-            request.metrics,
-            nfe=seq.passes_run,
-            tokens_per_pass=list(seq.tokens_per_pass),
-            pass_texts=list(request.pass_texts[index]) if request.params.return_pass_texts else None,
-            generated_tokens=seq.length,
-        )
+    def _text(self, tokens) -> str:
+        return self._texts([tokens])[0]
+
+    def _output(self, request) -> RequestOutput:
+        """The request's output after this pass. Its metrics are the request's own, kept up to
+        date (as autoregressive outputs' are): the shown sequence's passes and pass texts."""
+        seq, metrics = request.shown(), request.metrics
+        finished = not request.unfinished
+        metrics.generated_tokens, metrics.nfe = seq.length, len(seq.tokens_per_pass)
+        metrics.tokens_per_pass = seq.tokens_per_pass
+        if request.params.return_pass_texts:
+            metrics.pass_texts = seq.pass_texts
         return RequestOutput(
-            request_id=request.request_id,
-            prompt=request.prompt,
-            prompt_token_ids=list(request.prompt_token_ids),
-            token_ids=list(seq.tokens),
-            text=text,
-            finished=request.finished,
-            finish_reason="length" if request.finished else None,
-            metrics=metrics,
+            request.request_id, request.prompt, request.prompt_token_ids, seq.tokens,
+            detokenize=partial(self._text, seq.tokens), finished=finished,
+            finish_reason="length" if finished else None, metrics=metrics,
         )
+
+    def _drop_done(self) -> None:
+        """Remove finished and failed requests, and the rows of sequences that are done."""
+        gone = [r for r in self.running if r.error is not None or not r.unfinished]
+        keep = [i for i, seq in enumerate(self.rows) if not seq.finished and seq.request.error is None]
+        if len(keep) < len(self.rows):
+            for i, seq in enumerate(self.rows):
+                if seq.finished or seq.request.error is not None:
+                    self.features.subtract(seq.request.features)
+                    self.live_tokens -= len(seq.request.prompt_token_ids) + seq.length + 2
+            rows = [self.rows[i] for i in keep]
+            if rows:
+                widths = {"slots": max(seq.length for seq in rows),
+                          "frame": max(len(seq.request.prompt_token_ids) + seq.length for seq in rows) + 3,
+                          "schedule": max(seq.request.params.iterations for seq in rows)}
+                self.batch = self.batch.select(torch.tensor(keep, device=self.device), widths)
+                self.rows = rows
+            else:
+                self._reset_batch()
+        if gone:
+            self.running = [r for r in self.running if r.error is None and r.unfinished]

@@ -18,9 +18,13 @@ and top_p, int64 top_k and seeds):
 - iterations (mask-predict): at most 2^31 - 1, so that the schedule's products of a length
   and a pass count stay far inside int64 (2^63 used to overflow inside a step).
 """
+import functools
+import inspect
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
+from engine.mask_rules import REMASK_RULES
 from engine.validation import (
     FP32_MAX, FP32_MIN_NORMAL, INT32_MAX, INT64_MAX, check_bool, check_choice, check_int,
     check_int_list, check_real, check_seed,
@@ -96,8 +100,50 @@ class SamplingParams:
         self.logprobs = check_int("logprobs", self.logprobs, low=0, high=MAX_LOGPROBS, allow_none=True)
 
 
-REMASK_MODES = ("low_confidence", "commit", "random")
+REMASK_MODES = tuple(REMASK_RULES)  # the names at import, for CLI choices (validation reads the table)
 SCHEDULES = ("linear", "cosine")
+
+
+def renamed_keyword(old: str, new: str):
+    """Class decorator (over @dataclass): `old` is a deprecated alias of the field `new` for
+    one release. Passing old=... warns and sets `new` (a ValueError if both are passed with
+    different values); reading or writing obj.old warns and goes to obj.new. The alias is
+    not a field, so dataclasses.replace, fields() and repr only know `new`."""
+
+    def warn(stacklevel):
+        warnings.warn(f"{old} is deprecated, use {new}", DeprecationWarning, stacklevel=stacklevel + 1)
+
+    def decorate(cls):
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            if old in kwargs:
+                warn(stacklevel=2)
+                value = kwargs.pop(old)
+                if kwargs.get(new) is not None and kwargs[new] != value:
+                    raise ValueError(f"{old} is the deprecated name of {new}; got {new}={kwargs[new]!r} and "
+                                     f"{old}={value!r}, pass only {new}")
+                kwargs[new] = value
+            init(self, *args, **kwargs)
+
+        signature = inspect.signature(init)
+        alias = inspect.Parameter(old, inspect.Parameter.KEYWORD_ONLY, default=None)
+        __init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), alias])
+        cls.__init__ = __init__
+
+        def read(self):
+            warn(stacklevel=2)
+            return getattr(self, new)
+
+        def write(self, value):
+            warn(stacklevel=2)
+            setattr(self, new, value)
+
+        setattr(cls, old, property(read, write, doc=f"Deprecated alias of {new}."))
+        return cls
+
+    return decorate
 
 
 def _length_candidates(candidates) -> list[int] | None:
@@ -113,6 +159,7 @@ def _length_candidates(candidates) -> list[int] | None:
     return lengths
 
 
+@renamed_keyword("block_size", "block_length")
 @dataclass
 class MaskPredictParams:
     """Mask-predict refinement of `length` masked slots in `iterations` parallel passes.
@@ -120,8 +167,10 @@ class MaskPredictParams:
     Defaults reproduce Mask-Predict (Ghazvininejad et al., 2019): greedy, re-mask the lowest
     confidences on a linear schedule. remask="commit" never re-masks a filled slot (LLaDA);
     "random" re-masks random slots. threshold (Fast-dLLM) fills every masked slot whose
-    confidence reaches it, at least one per pass. block_size decodes semi-autoregressive
-    blocks left to right, the passes split evenly between them. length_candidates (distinct
+    confidence reaches it, at least one per pass. block_length (LLaDA's name) decodes
+    semi-autoregressive blocks of that many slots left to right, the passes split evenly
+    between them; `block_size` is its deprecated alias (one release: passing or reading it
+    warns, and passing both with different values is a ValueError). length_candidates (distinct
     lengths) decodes several lengths as one batch and returns the best by mean
     log-probability. stop_early ends when a pass changes nothing. temperature, top_k, top_p
     and seed follow the rules of SamplingParams.
@@ -132,7 +181,7 @@ class MaskPredictParams:
     remask: str = "low_confidence"
     schedule: str = "linear"
     threshold: float | None = None
-    block_size: int | None = None
+    block_length: int | None = None
     length_candidates: list[int] | None = None
     temperature: float = 0.0
     top_k: int = 0
@@ -148,12 +197,12 @@ class MaskPredictParams:
         """Check every field and store it in canonical form; idempotent."""
         self.length = check_int("length", self.length, low=1)
         self.iterations = check_int("iterations", self.iterations, low=1, high=INT32_MAX)
-        self.remask = check_choice("remask", self.remask, REMASK_MODES)
+        self.remask = check_choice("remask", self.remask, tuple(REMASK_RULES))
         self.schedule = check_choice("schedule", self.schedule, SCHEDULES)
         self.threshold = check_real("threshold", self.threshold, allow_none=True)
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        self.block_size = check_int("block_size", self.block_size, low=1, allow_none=True)
+        self.block_length = check_int("block_length", self.block_length, low=1, allow_none=True)
         self.length_candidates = _length_candidates(self.length_candidates)
         self.temperature, self.top_k, self.top_p, self.seed = _sampling_fields(
             self.temperature, self.top_k, self.top_p, self.seed)

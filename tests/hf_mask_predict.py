@@ -67,7 +67,7 @@ def decode_length(model, tokenizer, prompt_ids, params, N, seed):
     P = len(prompt_ids)
     tokens, confidence, masked = [mask] * N, [0.0] * N, [True] * N
 
-    size = params.block_size or N
+    size = params.block_length or N
     blocks = [(a, min(a + size, N)) for a in range(0, N, size)]
     T = params.iterations
     passes = [T // len(blocks) + (1 if i < T % len(blocks) else 0) for i in range(len(blocks))]

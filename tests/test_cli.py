@@ -73,6 +73,18 @@ def test_mask_predict_prints_every_pass(tmp_path, capsys):
     assert [line.split("]")[0] for line in lines] == ["[pass 1", "[pass 2", "[pass 3"]
 
 
+def test_block_size_flag_is_a_deprecated_alias(tmp_path, capsys):
+    path = make_masked_lm("bert", str(tmp_path / "bert"))
+    capsys.readouterr()  # what building the checkpoint printed
+    base = ["generate", "--model", path, "--prompt", "the cat", "--length", "4", "--iterations", "3"]
+    assert main(base + ["--block-length", "2"]) == 0
+    new = capsys.readouterr()
+    assert main(base + ["--block-size", "2"]) == 0
+    old = capsys.readouterr()
+    assert old.out == new.out and new.err == ""
+    assert old.err == "warning: --block-size is deprecated, use --block-length\n"
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "required: COMMAND"),
     (["serve-nothing"], "invalid choice"),

@@ -151,7 +151,7 @@ def test_threshold_one_fills_one_slot_per_pass(checkpoint):
 
 
 def test_blocks_fill_left_to_right(checkpoint):
-    params = MaskPredictParams(length=9, iterations=7, block_size=4, return_pass_texts=True)
+    params = MaskPredictParams(length=9, iterations=7, block_length=4, return_pass_texts=True)
     out = run(executor(checkpoint), [("a", PROMPTS[0], params)])["a"]
     assert_matches_oracle(checkpoint, out, PROMPTS[0], params)
     # blocks of 4, 4, 1 slots get 3, 2, 2 passes
@@ -167,10 +167,10 @@ def test_blocks_fill_left_to_right(checkpoint):
 
 @pytest.mark.parametrize("remask", ["commit", "low_confidence"])
 def test_blocks_with_threshold_and_commit(checkpoint, remask):
-    params = MaskPredictParams(length=8, iterations=4, block_size=3, remask=remask, schedule="cosine")
+    params = MaskPredictParams(length=8, iterations=4, block_length=3, remask=remask, schedule="cosine")
     out = run(executor(checkpoint), [("a", PROMPTS[3], params)])["a"]
     assert_matches_oracle(checkpoint, out, PROMPTS[3], params)
-    params = MaskPredictParams(length=8, iterations=1, block_size=3, threshold=0.1)
+    params = MaskPredictParams(length=8, iterations=1, block_length=3, threshold=0.1)
     out = run(executor(checkpoint), [("b", PROMPTS[3], params)])["b"]
     assert_matches_oracle(checkpoint, out, PROMPTS[3], params)
 
@@ -197,7 +197,7 @@ def test_stop_early(checkpoint, remask):
 
 def test_mixed_batch_equals_each_alone_and_joining_mid_flight(checkpoint):
     requests = [(str(i), ids, p) for i, (ids, p) in enumerate(zip(PROMPTS, MIXED))]
-    requests.append(("5", PROMPTS[2], MaskPredictParams(length=6, iterations=5, block_size=2, threshold=0.2)))
+    requests.append(("5", PROMPTS[2], MaskPredictParams(length=6, iterations=5, block_length=2, threshold=0.2)))
     alone = {rid: run(executor(checkpoint), [(rid, ids, p)])[rid].token_ids for rid, ids, p in requests}
     ex = executor(checkpoint)
     for rid, ids, p in requests[:2]:
@@ -272,7 +272,7 @@ def test_bad_requests_are_named_and_serving_continues(checkpoint):
     with pytest.raises(ValueError, match="max positions"):
         engine.add_request(PROMPTS[0], MaskPredictParams(length_candidates=[4, 61]))
     with pytest.raises(ValueError, match="iterations"):
-        engine.add_request(PROMPTS[0], MaskPredictParams(length=8, iterations=2, block_size=2))
+        engine.add_request(PROMPTS[0], MaskPredictParams(length=8, iterations=2, block_length=2))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         engine.add_request([5, 9999], ok)
     with pytest.raises(ValueError, match="request_id"):
@@ -339,3 +339,108 @@ def test_engine_rejects_wrong_params_and_keeps_serving(checkpoint, tmp_path):
     with pytest.raises(TypeError, match="MaskPredictParams"):
         causal.generate([5, 6, 7], MaskPredictParams())
     assert len(causal.generate([5, 6, 7], SamplingParams(temperature=0.0, max_tokens=2))[0].token_ids) == 2
+
+
+# ---- the rule table, fault isolation, lazy text ------------------------------------------
+
+
+def test_a_new_remask_rule_is_one_function_and_one_table_entry(checkpoint, monkeypatch):
+    from engine.mask_rules import REMASK_RULES, smallest
+
+    def rightmost(view):
+        """Fill every prediction; re-mask the n(t) rightmost slots of the block."""
+        slots = torch.arange(view.in_block.shape[1], device=view.in_block.device).expand_as(view.confidence)
+        return view.predicted, smallest(-slots, view.in_block, view.keep_masked)
+
+    with pytest.raises(ValueError, match="remask must be one of"):
+        MaskPredictParams(remask="rightmost")
+    monkeypatch.setitem(REMASK_RULES, "rightmost", rightmost)
+    params = MaskPredictParams(length=6, iterations=3, remask="rightmost", return_pass_texts=True)
+    out = run(executor(checkpoint), [("a", PROMPTS[0], params), ("b", PROMPTS[1], MIXED[1])])["a"]
+    mask = checkpoint[3].tokenizer.mask_token
+    patterns = [[word == mask for word in text.split()] for text in out.metrics.pass_texts]
+    assert patterns[:2] == [[False] * 2 + [True] * 4, [False] * 4 + [True] * 2]  # n(t) = 4, 2, 0
+    assert not any(patterns[2]) and out.metrics.tokens_per_pass == [2, 2, 2]
+
+
+POISON = 77  # a prompt token that makes the encoder raise for the pass it is in
+
+
+def poison_forward(ex, monkeypatch):
+    forward = ex.model.forward
+
+    def forward_unless_poisoned(input_ids, positions, meta):
+        if bool((input_ids == POISON).any()):
+            raise RuntimeError("poisoned input")
+        return forward(input_ids, positions, meta)
+
+    monkeypatch.setattr(ex.model, "forward", forward_unless_poisoned)
+
+
+def test_a_request_whose_pass_fails_fails_alone(checkpoint, monkeypatch):
+    ex = executor(checkpoint)
+    poison_forward(ex, monkeypatch)
+    requests = [(str(i), ids, p) for i, (ids, p) in enumerate(zip(PROMPTS, MIXED))]
+    requests.insert(2, ("bad", [10, POISON, 11], MaskPredictParams(length=5, iterations=3)))
+    for request in requests:
+        add(ex, *request)
+    first = {out.request_id: out for out in ex.step()}
+    bad = first["bad"]
+    assert bad.finished and bad.finish_reason == "error" and "poisoned input" in bad.error
+    assert all(not out.finished for rid, out in first.items() if rid != "bad")
+    done = drain(ex)
+    for rid, ids, params in requests:
+        if rid != "bad":
+            assert_matches_oracle(checkpoint, done[rid], ids, params)
+    add(ex, "again", [POISON], MaskPredictParams(length=3, iterations=2))  # the executor is still usable
+    assert drain(ex)["again"].finish_reason == "error" and not ex.has_unfinished()
+
+
+def test_text_is_decoded_only_where_read_and_a_bad_pass_text_fails_alone(checkpoint, monkeypatch):
+    import engine.mask_predict as mask_predict
+
+    decoded = []
+
+    def decode_unless_long(tokenizer, sequences, skip_special_tokens=True):
+        decoded.append(len(sequences))
+        if any(len(seq) >= 7 for seq in sequences):
+            raise ValueError("cannot decode")
+        return batch_decode(tokenizer, sequences, skip_special_tokens)
+
+    batch_decode = mask_predict.batch_decode
+    monkeypatch.setattr(mask_predict, "batch_decode", decode_unless_long)
+    ex = executor(checkpoint)
+    quiet = MaskPredictParams(length=6, iterations=3)  # no pass texts: nothing decoded while running
+    texts = MaskPredictParams(length=4, iterations=3, return_pass_texts=True)
+    add(ex, "quiet", PROMPTS[0], quiet)
+    done = drain(ex)
+    assert decoded == []
+    assert done["quiet"].text == hf_mask_predict(checkpoint[2], checkpoint[3].tokenizer, PROMPTS[0], quiet)[0].text
+    assert decoded == [1]
+    for request in [("a", PROMPTS[1], texts), ("long", PROMPTS[2], MaskPredictParams(**{**vars(texts), "length": 9})),
+                    ("b", PROMPTS[3], texts)]:
+        add(ex, *request)
+    done = drain(ex)
+    assert done["long"].finish_reason == "error" and "cannot decode" in done["long"].error
+    for rid, prompt in (("a", PROMPTS[1]), ("b", PROMPTS[3])):
+        want = assert_matches_oracle(checkpoint, done[rid], prompt, texts)
+        assert done[rid].metrics.pass_texts == want.pass_texts
+
+
+def test_rows_leave_and_join_across_widths(checkpoint):
+    """The longest sequence finishes first (the batch narrows), a longer one joins later
+    (it widens again); every request still equals the oracle."""
+    ex = executor(checkpoint)
+    requests = [("long", PROMPTS[2], MaskPredictParams(length=30, iterations=1)),
+                ("short", PROMPTS[0], MaskPredictParams(length=3, iterations=5, remask="random", seed=2)),
+                ("cands", PROMPTS[1], MaskPredictParams(length_candidates=[2, 5], iterations=4)),
+                ("later", PROMPTS[3], MaskPredictParams(length=20, iterations=5, block_length=7, stop_early=True))]
+    for request in requests[:3]:
+        add(ex, *request)
+    done = {out.request_id: out for out in ex.step() if out.finished}
+    assert set(done) == {"long"}
+    ex.step()
+    add(ex, *requests[3])
+    done = drain(ex, done)
+    for rid, ids, params in requests:
+        assert_matches_oracle(checkpoint, done[rid], ids, params)

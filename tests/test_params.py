@@ -1,5 +1,8 @@
 """SamplingParams / MaskPredictParams: every field's type and range, the canonical forms they
 are stored in, and the documented edge rules (tiny temperatures, tiny top_p, seeds mod 2^64)."""
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -157,8 +160,8 @@ def test_validate_again_after_a_change():
         (dict(remask=None), TypeError, "remask must be a str"),
         (dict(schedule="exp"), ValueError, "schedule must be one of"),
         (dict(schedule=1), TypeError, "schedule must be a str"),
-        (dict(block_size=0), ValueError, "block_size must be >= 1"),
-        (dict(block_size=4.0), TypeError, "block_size must be an int"),
+        (dict(block_length=0), ValueError, "block_length must be >= 1"),
+        (dict(block_length=4.0), TypeError, "block_length must be an int"),
         (dict(length_candidates=[]), ValueError, "length_candidates must list at least one length"),
         (dict(length_candidates=[4, 0]), ValueError, "length_candidates entry must be >= 1"),
         (dict(length_candidates=[4, 8, 4]), ValueError, r"length_candidates must be distinct.*repeated: \[4\]"),
@@ -175,20 +178,49 @@ def test_mask_predict_params_reject(kwargs, error, message):
 
 def test_mask_predict_canonical_forms():
     p = MaskPredictParams(
-        length=np.int64(8), iterations=np.int32(4), threshold=np.float32(0.5), block_size=np.int8(4),
+        length=np.int64(8), iterations=np.int32(4), threshold=np.float32(0.5), block_length=np.int8(4),
         length_candidates=np.array([4, 8]), temperature=np.float64(0.7), stop_early=np.bool_(False),
         remask=np.str_("commit"),
     )
-    assert (p.length, p.iterations, p.threshold, p.block_size, p.temperature) == (8, 4, 0.5, 4, 0.7)
+    assert (p.length, p.iterations, p.threshold, p.block_length, p.temperature) == (8, 4, 0.5, 4, 0.7)
     assert p.length_candidates == [4, 8] and p.lengths == [4, 8] and p.remask == "commit"
-    assert all(type(v) is int for v in (p.length, p.iterations, p.block_size, *p.length_candidates))
+    assert all(type(v) is int for v in (p.length, p.iterations, p.block_length, *p.length_candidates))
     assert type(p.threshold) is float and p.stop_early is False and type(p.remask) is str
     assert MaskPredictParams(length_candidates=(3, 5)).lengths == [3, 5]
 
 
 def test_mask_predict_defaults_are_the_paper():
     p = MaskPredictParams()
-    assert (p.temperature, p.remask, p.schedule, p.threshold, p.block_size, p.stop_early) == (
+    assert (p.temperature, p.remask, p.schedule, p.threshold, p.block_length, p.stop_early) == (
         0.0, "low_confidence", "linear", None, None, False,
     )
     assert p.lengths == [p.length]
+
+
+def test_block_size_is_a_deprecated_alias_of_block_length():
+    with pytest.warns(DeprecationWarning, match="block_size is deprecated, use block_length"):
+        p = MaskPredictParams(block_size=np.int64(4))
+    assert p.block_length == 4 and type(p.block_length) is int
+    with pytest.warns(DeprecationWarning, match="block_size is deprecated"):
+        assert p.block_size == 4
+    with pytest.warns(DeprecationWarning, match="block_size is deprecated"):
+        p.block_size = 2
+    assert p.block_length == 2
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="block_length=4 and block_size=3"):
+        MaskPredictParams(block_length=4, block_size=3)
+    with pytest.warns(DeprecationWarning):
+        assert MaskPredictParams(block_length=3, block_size=3).block_length == 3
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="block_length must be >= 1"):
+        MaskPredictParams(block_size=0)
+
+
+def test_the_alias_is_not_a_field_and_revalidation_does_not_warn():
+    with pytest.warns(DeprecationWarning):
+        p = MaskPredictParams(block_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        p.validate()
+        p.validate()
+        assert dataclasses.replace(p, seed=3).block_length == 4
+        assert MaskPredictParams(**vars(p)) == p
+        assert "block_size" not in {f.name for f in dataclasses.fields(p)} and "block_size" not in repr(p)
