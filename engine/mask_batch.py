@@ -27,6 +27,30 @@ from engine.mask_rules import REMASK_RULES, PassView, threshold_fill
 from engine.mask_schedule import schedule_table, split_blocks
 from engine.seeding import as_int64
 
+# the [S] tensors fixed when a sequence joins, and their dtypes
+_ROW_DTYPES = {
+    "frame_len": torch.int64, "first_slot": torch.int64, "length": torch.int64, "block_length": torch.int64,
+    "num_blocks": torch.int64, "passes_base": torch.int64, "passes_extra": torch.int64, "rule": torch.int64,
+    "threshold": torch.float64, "stop_early": torch.bool, "scored": torch.bool, "seed": torch.int64,
+    "temperature": torch.float32, "top_k": torch.int64, "top_p": torch.float32,
+}
+
+
+def _new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id) -> dict:
+    """A new sequence's fixed values (the keys of _ROW_DTYPES, frame and schedule as lists)."""
+    blocks = split_blocks(length, p.block_length, p.iterations)
+    base, extra = divmod(p.iterations, len(blocks))
+    return dict(
+        frame=[cls_id, *prompt, *[mask_id] * length, sep_id], frame_len=len(prompt) + length + 2,
+        first_slot=1 + len(prompt), length=length, block_length=blocks[0].end, num_blocks=len(blocks),
+        passes_base=base, passes_extra=extra,
+        schedule=schedule_table(blocks, p.schedule) if p.threshold is None else [0],
+        rule=list(REMASK_RULES).index(p.remask), threshold=float("nan") if p.threshold is None else p.threshold,
+        stop_early=p.stop_early, scored=scored, seed=as_int64(seed), temperature=p.temperature,
+        top_k=p.top_k, top_p=p.top_p,
+    )
+
+
 @lru_cache(maxsize=64)
 def _arange(n: int, device: torch.device) -> torch.Tensor:
     """[0, n) as int64, made once per width and device (never written to)."""
@@ -78,46 +102,20 @@ class SequenceBatch:
         """Rows for new sequences: (prompt ids, length, params, seed, scored) each;
         template = (cls id, sep id, mask id)."""
         cls_id, sep_id, mask_id = template
-        rows = []
-        for prompt, length, p, seed, scored in sequences:
-            blocks = split_blocks(length, p.block_length, p.iterations)
-            base, extra = divmod(p.iterations, len(blocks))
-            rows.append(dict(
-                frame=[cls_id, *prompt, *[mask_id] * length, sep_id], frame_len=len(prompt) + length + 2,
-                first_slot=1 + len(prompt),
-                length=length, block_length=blocks[0].end, num_blocks=len(blocks), passes_base=base,
-                passes_extra=extra, schedule=schedule_table(blocks, p.schedule) if p.threshold is None else [0],
-                rule=list(REMASK_RULES).index(p.remask), threshold=float("nan") if p.threshold is None else p.threshold,
-                stop_early=p.stop_early, scored=scored, seed=as_int64(seed), temperature=p.temperature,
-                top_k=p.top_k, top_p=p.top_p,
-            ))
-        frame_width = max(len(r["frame"]) for r in rows) + 1
-        width = max(r["length"] for r in rows)
-        schedule_width = max(len(r["schedule"]) for r in rows)
-
-        def column(name, dtype):
-            return torch.tensor([r[name] for r in rows], dtype=dtype, device=device)
-
-        def padded(name, size, pad=0):
-            return torch.tensor([r[name] + [pad] * (size - len(r[name])) for r in rows], device=device)
-
-        count = len(rows)
-        slots = torch.arange(width, device=device)[None, :] < column("length", torch.int64)[:, None]
+        rows = [_new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id)
+                for prompt, length, p, seed, scored in sequences]
+        count, width = len(rows), max(r["length"] for r in rows)
+        tensors = {name: torch.tensor([r[name] for r in rows], dtype=dtype, device=device)
+                   for name, dtype in _ROW_DTYPES.items()}
+        for name, width_of in (("frame", max(len(r["frame"]) for r in rows) + 1),  # + the scratch column
+                               ("schedule", max(len(r["schedule"]) for r in rows))):
+            tensors[name] = torch.tensor([r[name] + [0] * (width_of - len(r[name])) for r in rows], device=device)
+        slots = torch.arange(width, device=device)[None, :] < tensors["length"][:, None]
         return SequenceBatch.of(
-            frame=padded("frame", frame_width), frame_len=column("frame_len", torch.int64),
-            first_slot=column("first_slot", torch.int64), length=column("length", torch.int64),
-            block_length=column("block_length", torch.int64), num_blocks=column("num_blocks", torch.int64),
-            passes_base=column("passes_base", torch.int64), passes_extra=column("passes_extra", torch.int64),
-            schedule=padded("schedule", schedule_width), rule=column("rule", torch.int64),
-            threshold=column("threshold", torch.float64), stop_early=column("stop_early", torch.bool),
-            scored=column("scored", torch.bool), seed=column("seed", torch.int64),
-            temperature=column("temperature", torch.float32), top_k=column("top_k", torch.int64),
-            top_p=column("top_p", torch.float32),
-            tokens=torch.where(slots, mask_id, 0), confidence=torch.zeros(count, width, device=device),
+            **tensors, tokens=torch.where(slots, mask_id, 0), confidence=torch.zeros(count, width, device=device),
             masked=slots, previous=torch.zeros(count, width, dtype=torch.int64, device=device),
             has_previous=torch.zeros(count, dtype=torch.bool, device=device),
-            **{name: torch.zeros(count, dtype=torch.int64, device=device)
-               for name in ("block", "block_pass", "passes_run")},
+            **{name: torch.zeros(count, dtype=torch.int64, device=device) for name in ("block", "block_pass", "passes_run")},
         )
 
     @staticmethod

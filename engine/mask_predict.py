@@ -97,9 +97,9 @@ class _Request:
     seed: int
     metrics: RequestMetrics
     sequences: list
-    features: tuple  # what its sequences use, for SequenceBatch.after_pass
+    features: tuple  # what its sequences use (_features): the batch skips what no row uses
     unfinished: int = 0  # sequences still refining
-    error: str | None = None
+    error: str | None = None  # why it failed (or "aborted"): it leaves at the next _drop_done
 
     def shown(self) -> _Sequence:
         """The sequence outputs show: the best-scoring once all are done, else the first."""
@@ -118,6 +118,8 @@ class _PassOutcome:
 
 
 def _features(params: MaskPredictParams) -> tuple:
+    """The parts of a pass a request's sequences need: their rule ("rule:<name>" or
+    "threshold"), and "stop_early", "sampled" (temperature > 0), "scored" (length candidates)."""
     features = ["threshold" if params.threshold is not None else f"rule:{params.remask}"]
     features += ["stop_early"] * params.stop_early + ["sampled"] * (params.temperature > 0)
     return tuple(features + ["scored"] * (len(params.lengths) > 1))
