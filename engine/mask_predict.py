@@ -3,45 +3,55 @@
 A request of target length N is the sequence `[CLS] prompt [MASK]*N [SEP]` (the
 tokenizer's cls/sep tokens, falling back to bos/eos; `<s> prompt <mask>*N </s>` for
 RoBERTa). Each pass runs the encoder over the whole sequence and, at the slots to predict,
-takes the prediction and its probability (the confidence). The vocabulary excludes the
-tokenizer's special tokens except `tokenizer.eos_token_id` when that is not None: a BERT
-tokenizer defines no eos token, so it never produces [SEP] (or [CLS], [MASK], [PAD], [UNK])
-and its text is all N slots; RoBERTa may produce </s>, and text stops before the first one.
+takes the prediction and its probability (the confidence): at temperature 0 the argmax
+(lowest token id on ties) and its softmax probability. The vocabulary excludes the
+tokenizer's special tokens except `tokenizer.eos_token_id` when that is not None (their
+logits are -inf): a BERT tokenizer defines no eos token, so it never produces [SEP] (or
+[CLS], [MASK], [PAD], [UNK]) and its text is all N slots; RoBERTa may produce </s>, and
+text stops before the first one (token_ids keep all N slots).
 
-Per pass of a block with T passes (engine/mask_schedule.py has n(t), blocks and seed
-streams; engine/mask_rules.py the rules as tensor functions):
-  low_confidence  every masked slot of the block takes its prediction; then, unless the
-                  block is done, its n(t) lowest-confidence slots are re-masked;
+Per pass of a block with T passes, n(t) slots of the block stay masked after pass t
+(engine/mask_schedule.py: the linear or cosine schedule, blocks, seed streams;
+engine/mask_rules.py: the rules as tensor functions, in the table REMASK_RULES):
+  low_confidence  every masked slot of the block takes its prediction; then the n(t)
+                  slots of lowest confidence among all slots of the block (a slot filled in
+                  an earlier pass keeps the confidence it was filled with) are re-masked;
   random          the same, re-masking the n(t) slots of the block with the smallest
                   mix_seed(seed, REMASK_STREAM, pass, slot);
-  commit          only the most confident masked slots are filled, as many as leave n(t)
-                  masked; a filled slot is final (LLaDA);
+  commit          only the most confident masked slots of the block are filled, as many as
+                  leave n(t) masked; nothing is re-masked, a filled slot is final (LLaDA);
   threshold tau   (overrides remask and iterations) every masked slot of the block with
-                  confidence >= tau is filled, at least the most confident one; filled
-                  slots are final; the block takes as many passes as it needs (<= its size).
+                  confidence >= tau (compared in float64) is filled, or the most confident
+                  one if none reaches tau; filled slots are final; the block takes as many
+                  passes as it needs (<= its size).
 Ties: the lowest confidence is re-masked first, the highest filled first, and among equal
 confidences (or equal random keys) the lower position goes first.
 A scheduled block always runs its T passes, as the paper's loop does: when n(t) reaches 0
 before the last pass, the remaining passes find nothing masked and change nothing (they
-skip the encoder but count in nfe). Without block_length the N slots are one block. With
-it, the iterations are split between blocks of block_length slots (engine/mask_schedule.py)
-and later blocks stay masked and are not predicted until their turn. stop_early: when a
-pass's predictions over its block (kept tokens plus new predictions) equal the previous
-pass's in the same block, the block takes them and is done (without blocks: the request is
-done).
+skip the encoder but count in nfe). Without block_length the N slots are one block of T =
+iterations passes. With it, the slots form ceil(N / block_length) blocks B, decoded left to
+right, block i running iterations // B passes plus one if i < iterations % B (iterations
+must be >= B unless a threshold is set); later blocks stay masked and are not predicted
+until their turn. stop_early: when a pass's predictions over its block (kept tokens plus
+new predictions) equal the previous pass's in the same block, the block takes them and is
+done (without blocks: the request is done).
 
-Sampling (temperature > 0) draws with ops.sample, seed mix_seed(seed, SAMPLE_STREAM, pass,
-slot); the confidence is the drawn token's probability under the model (softmax of the
-restricted logits, untempered), as at temperature 0. A request's seed is params.seed, or
-one drawn from the engine seed's generator.
+Sampling (temperature > 0) draws with ops.sample (top_k, top_p as in SamplingParams), seed
+mix_seed(seed, SAMPLE_STREAM, pass, slot); the confidence is the drawn token's probability
+under the model (softmax of the restricted logits, untempered), as at temperature 0. pass
+counts the sequence's passes from 0 across blocks, slot its N slots from 0. A request's
+seed is params.seed, or one drawn from the engine seed's generator.
 
 length_candidates: each length is decoded as its own sequence in the same passes; every pass
 computes the head at all N slots of these sequences, and when one is done its score is the
 mean over its N final tokens of the log-softmax (restricted vocabulary) of its last pass.
-The best score wins, the first listed on ties; the metrics and text are that sequence's.
+The best score wins, the first listed on ties; the metrics and text are that sequence's
+(until all are done, the first length's).
 
-Metrics: nfe = passes run; tokens_per_pass[i] = slots masked before pass i minus after it
-(sums to N); pass_texts = the text after each pass, masked slots shown as the mask token.
+Metrics (the request's RequestMetrics, updated after every pass): nfe = passes run;
+tokens_per_pass[i] = slots masked before pass i minus after it (sums to N); pass_texts = the
+text after each pass, masked slots shown as the mask token; ttft = arrival to the end of
+the first pass.
 
 Execution. The executor batches passes at the iteration level: every step() runs one pass
 over every admitted request; new requests join at the next pass, finished ones leave. The
