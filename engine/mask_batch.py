@@ -190,11 +190,11 @@ class SequenceBatch:
         take = columns[None, :] < lens[:, None]
         ends = lens.cumsum(0)
         head_seq, head_slot = head.nonzero(as_tuple=True)
-        return PassInputs(
+        return PassInputs(  # masked_select keeps row-major order, as the packing needs
             in_block=in_block, predicted=predicted, head=head, head_seq=head_seq, head_slot=head_slot,
-            input_ids=self.frame[take], positions=columns.expand_as(take)[take],
-            cu_seqlens=torch.cat([ends.new_zeros(1), ends[run]]).to(torch.int32),
-            head_rows=(ends - lens + self.first_slot)[head_seq] + head_slot,
+            input_ids=self.frame.masked_select(take), positions=columns.expand_as(take).masked_select(take),
+            cu_seqlens=torch.cat([ends.new_zeros(1), ends.masked_select(run)]).to(torch.int32),
+            head_rows=(ends - lens + self.first_slot).index_select(0, head_seq) + head_slot,
         )
 
     def after_pass(self, inputs: "PassInputs", tokens: torch.Tensor, confidence: torch.Tensor,

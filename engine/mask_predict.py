@@ -87,12 +87,13 @@ from engine.seeding import mix_seeds_torch
 class _Sequence:
     """The host's view of one target sequence (one length candidate): what outputs show."""
 
-    __slots__ = ("request", "length", "tokens", "tokens_per_pass", "pass_texts", "score", "finished")
+    __slots__ = ("request", "length", "tokens", "tokens_per_pass", "keeps_texts", "pass_texts", "score", "finished")
 
     def __init__(self, request, length, mask_id):
         self.request, self.length = request, length
         self.tokens = [mask_id] * length  # after the latest pass
         self.tokens_per_pass: list[int] = []
+        self.keeps_texts = request.params.return_pass_texts
         self.pass_texts: list[str] = []
         self.score: float | None = None
         self.finished = False
@@ -135,6 +136,17 @@ def _features(params: MaskPredictParams) -> tuple:
     return tuple(features + ["scored"] * (len(params.lengths) > 1))
 
 
+def _ranges(ids: list[int]) -> list[tuple[int, int]]:
+    """Sorted distinct ids as maximal [start, end) runs: [0, 1, 2, 7] -> [(0, 3), (7, 8)]."""
+    runs = []
+    for i in ids:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
 class MaskPredictExecutor:
     """Runs mask-predict requests with iteration-level batching (module docstring)."""
 
@@ -158,7 +170,7 @@ class MaskPredictExecutor:
         self.device = next(self.model.parameters()).device
         vocab_size = loaded.vocab_size
         banned = sorted({i for i in tok.all_special_ids if i != self.eos_id and i < vocab_size})
-        self.banned = torch.tensor(banned, dtype=torch.int64, device=self.device)  # vocabulary columns
+        self.banned_ranges = _ranges(banned)  # [start, end) column ranges: a fill each, no gather
         self.waiting: deque[_Request] = deque()
         self.running: list[_Request] = []
         self._reset_batch()
@@ -309,7 +321,8 @@ class MaskPredictExecutor:
                 meta = AttentionMetadata("encoder", inputs.cu_seqlens)
                 hidden = self.model(inputs.input_ids, inputs.positions, meta)
                 logits = self.model.compute_logits(hidden.index_select(0, inputs.head_rows))
-                logits.index_fill_(1, self.banned, float("-inf"))  # a fresh tensor: a few columns, in place
+                for start, end in self.banned_ranges:  # a fresh tensor: a few columns, in place
+                    logits[:, start:end] = float("-inf")
             with ranged("predict"):
                 head_tokens, head_confidence = self._predict(batch, inputs, logits, features)
                 tokens = tokens.masked_scatter(inputs.head, head_tokens)
@@ -352,18 +365,19 @@ class MaskPredictExecutor:
         """Copy what the host needs of a pass (one transfer) into `sequences`, the rows'
         sequences in order."""
         o = outcome
-        summary = torch.cat([o.batch.tokens, o.filled[:, None], o.done[:, None].long()], dim=1).tolist()
-        scores = None if o.scores is None else o.scores.tolist()
-        for index, (seq, row) in enumerate(zip(sequences, summary)):
+        summary = torch.cat([o.batch.tokens, o.filled[:, None], o.done[:, None]], dim=1).tolist()
+        for seq, row in zip(sequences, summary):
             seq.tokens = row[: seq.length]
             seq.tokens_per_pass.append(row[-2])
+            if seq.keeps_texts:
+                seq.pass_texts.append(None)  # decoded by _decode_pass_texts
             if row[-1]:
                 seq.finished = True
                 seq.request.unfinished -= 1
-                if scores is not None:
-                    seq.score = scores[index]
-            if seq.request.params.return_pass_texts:
-                seq.pass_texts.append(None)  # decoded by _decode_pass_texts
+        if o.scores is not None:
+            for seq, score in zip(sequences, o.scores.tolist()):
+                if seq.finished:  # done in this pass: the others left the batch before it
+                    seq.score = score
 
     def _outputs(self, requests) -> list[RequestOutput]:
         """Outputs of a pass; finished and failed requests leave."""
@@ -387,7 +401,7 @@ class MaskPredictExecutor:
         """The text after this pass of every sequence that keeps pass texts, in one decode
         call; if that fails, sequence by sequence, failing the requests that fail alone."""
         pending = [seq for r in requests if r.params.return_pass_texts and r.error is None
-                   for seq in r.sequences if seq.pass_texts and seq.pass_texts[-1] is None]
+                   for seq in r.sequences if seq.pass_texts and seq.pass_texts[-1] is None]  # ran this pass
         if not pending:
             return
         try:
