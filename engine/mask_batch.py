@@ -2,17 +2,20 @@
 
 Layout: padded rows. Row s is one sequence (one length candidate of a request), in the
 executor's running order; the tensors are
-  [S]      per-sequence numbers (length, block, passes run, seed, rule, ...);
+  [S]      per-sequence numbers (length, current block, passes run, seed, rule, ...);
   [S, W]   per-slot state, column j = target slot j (W = the longest length; columns at or
            past a row's length are padding: never masked, never in a block);
   [S, F]   `frame`: the encoder input of each sequence, [CLS] prompt slots [SEP], padded;
            column F - 1 is scratch, where padding slots write, so the frame of every row
            is refreshed with one scatter per pass;
-  [S, Tw]  `schedule`: n(t) of every scheduled pass, block after block.
+  [S, Tw]  `schedule`: n(t) of every scheduled pass, block after block; `schedule_at` is
+           the entry of the current pass.
 Padding costs columns, not rows: a batch mixes prompt and target lengths freely, every rule
-is a handful of [S, W] operations, and a pass's packed input is one boolean gather from the
-frames. Rows join by `extend` (admission) and leave by `select` (finished, failed or aborted
-sequences), which also narrows the widths to what the remaining rows need.
+is a handful of [S, W] operations, and a pass's packed input is one gather from the frames
+(the gather index, positions and cu_seqlens are kept while the rows and their lengths stay
+the same). The current block is kept as a mask (`in_block`) and changes only in the passes
+where some block ends. Rows join by `extend` (admission) and leave by `select` (finished,
+failed or aborted sequences), which also narrows the widths to what the remaining rows need.
 
 A pass is pure: `pass_inputs` says what to run, the executor computes predictions, and
 `after_pass` returns a new batch; nothing is written into the old one, so a pass that
@@ -27,27 +30,37 @@ from engine.mask_rules import REMASK_RULES, PassView, threshold_fill
 from engine.mask_schedule import schedule_table, split_blocks
 from engine.seeding import as_int64
 
-# the [S] tensors fixed when a sequence joins, and their dtypes
-_ROW_DTYPES = {
-    "frame_len": torch.int64, "first_slot": torch.int64, "length": torch.int64, "block_length": torch.int64,
-    "num_blocks": torch.int64, "passes_base": torch.int64, "passes_extra": torch.int64, "rule": torch.int64,
-    "threshold": torch.float64, "stop_early": torch.bool, "scored": torch.bool, "seed": torch.int64,
-    "temperature": torch.float32, "top_k": torch.int64, "top_p": torch.float32,
-}
+# the [S] tensors fixed when a sequence joins, made from one int64 and one float64 table
+_INT_COLUMNS = ("frame_len", "first_slot", "length", "block_length", "passes_base", "passes_extra", "rule",
+                "seed", "top_k", "stop_early", "scored", "scheduled", "block_end", "block_passes")
+_FLOAT_COLUMNS = ("threshold", "temperature", "top_p")
+_DTYPES = {"stop_early": torch.bool, "scored": torch.bool, "scheduled": torch.bool,
+           "temperature": torch.float32, "top_p": torch.float32}
+
+
+@lru_cache(maxsize=256)
+def _blocks_and_schedule(length: int, block_length: int | None, iterations: int, schedule: str | None):
+    """(block length, passes base, passes extra, n(t) table) of a target length; schedule
+    None (a threshold) has no table."""
+    blocks = split_blocks(length, block_length, iterations)
+    base, extra = divmod(iterations, len(blocks))
+    table = [0] if schedule is None else schedule_table(blocks, schedule)
+    return blocks[0].end, base, extra, table
 
 
 def _new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id) -> dict:
-    """A new sequence's fixed values (the keys of _ROW_DTYPES, frame and schedule as lists)."""
-    blocks = split_blocks(length, p.block_length, p.iterations)
-    base, extra = divmod(p.iterations, len(blocks))
+    """A new sequence's values (the columns above, frame and schedule as lists), in its first
+    block."""
+    scheduled = p.threshold is None
+    size, base, extra, table = _blocks_and_schedule(length, p.block_length, p.iterations,
+                                                    p.schedule if scheduled else None)
     return dict(
         frame=[cls_id, *prompt, *[mask_id] * length, sep_id], frame_len=len(prompt) + length + 2,
-        first_slot=1 + len(prompt), length=length, block_length=blocks[0].end, num_blocks=len(blocks),
-        passes_base=base, passes_extra=extra,
-        schedule=schedule_table(blocks, p.schedule) if p.threshold is None else [0],
-        rule=list(REMASK_RULES).index(p.remask), threshold=float("nan") if p.threshold is None else p.threshold,
-        stop_early=p.stop_early, scored=scored, seed=as_int64(seed), temperature=p.temperature,
-        top_k=p.top_k, top_p=p.top_p,
+        first_slot=1 + len(prompt), length=length, block_length=size, passes_base=base, passes_extra=extra,
+        schedule=table, rule=list(REMASK_RULES).index(p.remask), seed=as_int64(seed), top_k=p.top_k,
+        stop_early=p.stop_early, scored=scored, scheduled=scheduled, block_end=size,
+        block_passes=(base + (extra > 0)) if scheduled else 0,
+        threshold=float("nan") if p.threshold is None else p.threshold, temperature=p.temperature, top_p=p.top_p,
     )
 
 
@@ -62,6 +75,28 @@ def _columns(kind, pad=0):
     return field(metadata={"columns": kind, "pad": pad})
 
 
+def _derived():
+    """A field computed from the others when rows join or leave (SequenceBatch.of)."""
+    return field(metadata={"derived": True})
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Where a pass's rows go in the packed encoder input."""
+
+    gather: torch.Tensor  # int64 [T]: position in frame.view(-1) of each packed token
+    positions: torch.Tensor  # int64 [T]
+    cu_seqlens: torch.Tensor  # int32 [rows that run + 1]
+    slot_rows: torch.Tensor  # int64 [S, W]: packed row of each slot (of the rows that run)
+
+
+class _PackingCache:
+    """The packing of a pass where every row runs, kept while the rows stay the same."""
+
+    def __init__(self):
+        self.all_rows: Packing | None = None
+
+
 @dataclass(frozen=True)
 class SequenceBatch:
     # fixed when the sequence joins
@@ -70,11 +105,11 @@ class SequenceBatch:
     first_slot: torch.Tensor  # int64 [S]: frame column of slot 0 (1 + prompt length)
     length: torch.Tensor  # int64 [S]: N
     block_length: torch.Tensor  # int64 [S]: N without blocks
-    num_blocks: torch.Tensor  # int64 [S]
     passes_base: torch.Tensor  # int64 [S]: block b runs passes_base + (b < passes_extra) passes
     passes_extra: torch.Tensor  # int64 [S]
     schedule: torch.Tensor = _columns("schedule")  # int64 [S, Tw]
     rule: torch.Tensor  # int64 [S]: index into REMASK_RULES
+    scheduled: torch.Tensor  # bool [S]: False under a confidence threshold
     threshold: torch.Tensor  # float64 [S]: NaN when the remask rule decides
     stop_early: torch.Tensor  # bool [S]
     scored: torch.Tensor  # bool [S]: a length candidate (the head runs at all its slots)
@@ -82,18 +117,23 @@ class SequenceBatch:
     temperature: torch.Tensor  # float32 [S]
     top_k: torch.Tensor  # int64 [S]
     top_p: torch.Tensor  # float32 [S]
-    # changed by every pass
+    # changed by passes
     tokens: torch.Tensor = _columns("slots")  # int64 [S, W]
     confidence: torch.Tensor = _columns("slots")  # float32 [S, W]
     masked: torch.Tensor = _columns("slots", False)  # bool [S, W]
+    in_block: torch.Tensor = _columns("slots", False)  # bool [S, W]: the current block's slots
     previous: torch.Tensor = _columns("slots")  # int64 [S, W]: the block's last predictions (stop_early)
     has_previous: torch.Tensor  # bool [S]
-    block: torch.Tensor  # int64 [S]: current block; == num_blocks when done
-    block_pass: torch.Tensor  # int64 [S]: passes run in the current block
+    block: torch.Tensor  # int64 [S]: index of the current block
+    block_end: torch.Tensor  # int64 [S]: one past its last slot
+    block_passes: torch.Tensor  # int64 [S]: its scheduled passes (0 under a threshold)
+    block_pass: torch.Tensor  # int64 [S]: passes run in it
+    schedule_at: torch.Tensor  # int64 [S]: the schedule entry of the coming pass
     passes_run: torch.Tensor  # int64 [S]
     # derived from the above whenever rows join or leave
-    frame_columns: torch.Tensor = field(metadata={"derived": True})  # int64 [S, W]: frame column of each
-    # slot; padding slots point at the scratch column
+    frame_columns: torch.Tensor = _derived()  # int64 [S, W]: frame column of each slot (padding: scratch)
+    valid: torch.Tensor = _derived()  # bool [S, W]: slot < length
+    packing: _PackingCache = _derived()
 
     # ---- rows ----------------------------------------------------------------------------
 
@@ -105,28 +145,38 @@ class SequenceBatch:
         rows = [_new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id)
                 for prompt, length, p, seed, scored in sequences]
         count, width = len(rows), max(r["length"] for r in rows)
-        tensors = {name: torch.tensor([r[name] for r in rows], dtype=dtype, device=device)
-                   for name, dtype in _ROW_DTYPES.items()}
+        tensors = {}
+        for names, dtype in ((_INT_COLUMNS, torch.int64), (_FLOAT_COLUMNS, torch.float64)):
+            table = torch.tensor([[r[name] for name in names] for r in rows], dtype=dtype, device=device)
+            for name, column in zip(names, table.t().contiguous()):
+                tensors[name] = column.to(_DTYPES.get(name, dtype))
         for name, width_of in (("frame", max(len(r["frame"]) for r in rows) + 1),  # + the scratch column
                                ("schedule", max(len(r["schedule"]) for r in rows))):
             tensors[name] = torch.tensor([r[name] + [0] * (width_of - len(r[name])) for r in rows], device=device)
-        slots = torch.arange(width, device=device)[None, :] < tensors["length"][:, None]
+        slots = torch.arange(width, device=device)[None, :]
+        masked = slots < tensors["length"][:, None]
+
+        def zeros(*shape, dtype=torch.int64):
+            return torch.zeros(*shape, dtype=dtype, device=device)
+
         return SequenceBatch.of(
-            **tensors, tokens=torch.where(slots, mask_id, 0), confidence=torch.zeros(count, width, device=device),
-            masked=slots, previous=torch.zeros(count, width, dtype=torch.int64, device=device),
-            has_previous=torch.zeros(count, dtype=torch.bool, device=device),
-            **{name: torch.zeros(count, dtype=torch.int64, device=device) for name in ("block", "block_pass", "passes_run")},
+            **tensors, tokens=torch.where(masked, mask_id, 0), confidence=zeros(count, width, dtype=torch.float32),
+            masked=masked, in_block=slots < tensors["block_end"][:, None], previous=zeros(count, width),
+            has_previous=zeros(count, dtype=torch.bool), block=zeros(count), block_pass=zeros(count),
+            schedule_at=zeros(count), passes_run=zeros(count),
         )
 
     @staticmethod
     def of(**tensors) -> "SequenceBatch":
-        """A batch from its state tensors; the derived ones are computed here."""
+        """A batch from its state tensors; the derived fields are computed here."""
         slots = _arange(tensors["tokens"].shape[1], tensors["tokens"].device)[None, :]
+        valid = slots < tensors["length"][:, None]
         scratch = tensors["frame"].shape[1] - 1
-        frame_columns = torch.where(slots < tensors["length"][:, None], tensors["first_slot"][:, None] + slots, scratch)
-        return SequenceBatch(**tensors, frame_columns=frame_columns)
+        frame_columns = torch.where(valid, tensors["first_slot"][:, None] + slots, scratch)
+        return SequenceBatch(**tensors, frame_columns=frame_columns, valid=valid, packing=_PackingCache())
 
     def state(self) -> dict:
+        """The fields that are not derived."""
         return {f.name: getattr(self, f.name) for f in fields(self) if "derived" not in f.metadata}
 
     @property
@@ -151,92 +201,107 @@ class SequenceBatch:
         "schedule": Tw}, known to the caller without reading the device) narrows the column
         tensors to what those rows need."""
         kept = {}
-        for f in fields(self):
-            if "derived" in f.metadata:
-                continue
-            t = getattr(self, f.name).index_select(0, rows)
-            kept[f.name] = t if widths is None or "columns" not in f.metadata else t[:, : widths[f.metadata["columns"]]]
+        for name, t in self.state().items():
+            t = t.index_select(0, rows)
+            kind = _COLUMN_KINDS.get(name)
+            kept[name] = t if widths is None or kind is None else t[:, : widths[kind]].contiguous()
         return SequenceBatch.of(**kept)
 
     def assign(self, rows: torch.Tensor, other: "SequenceBatch") -> "SequenceBatch":
         """A copy with rows `rows` replaced by other's rows (of the same widths)."""
-        return SequenceBatch(**{name: t.index_copy(0, rows, getattr(other, name)) for name, t in self.state().items()},
-                             frame_columns=self.frame_columns)
+        changed = {name: t.index_copy(0, rows, getattr(other, name)) for name, t in self.state().items()}
+        return replace(self, **changed)
 
     # ---- one pass ------------------------------------------------------------------------
 
-    def in_block(self) -> torch.Tensor:
-        """Bool [S, W]: the slots of each row's current block."""
-        slots = _arange(self.tokens.shape[1], self.tokens.device)[None, :]
-        start = self.block * self.block_length
-        end = torch.minimum(start + self.block_length, self.length)
-        return (slots >= start[:, None]) & (slots < end[:, None])
-
     def pass_inputs(self, features: frozenset) -> "PassInputs":
-        """The encoder input of this pass and the rows the MLM head runs at.
+        """The encoder input of this pass and the slots the MLM head runs at.
 
         A row runs if its block has a masked slot, or if it is scored (its last pass's
         log-probabilities are needed whichever pass that is); the head runs at the masked
         slots of the block, and at every slot of a scored row ("scored" in features)."""
-        in_block = self.in_block()
-        predicted = self.masked & in_block
-        head = predicted
-        if "scored" in features:
-            slots = _arange(self.tokens.shape[1], self.tokens.device)[None, :]
-            head = predicted | (self.scored[:, None] & (slots < self.length[:, None]))
+        predicted = self.masked & self.in_block
+        head = predicted | (self.scored[:, None] & self.valid) if "scored" in features else predicted
         run = head.any(1)
-        lens = torch.where(run, self.frame_len, 0)
+        if bool(run.all()):  # the usual pass: the packing of the last one still holds
+            if self.packing.all_rows is None:
+                self.packing.all_rows = self._packing(self.frame_len, None)
+            packing = self.packing.all_rows
+        else:
+            packing = self._packing(torch.where(run, self.frame_len, 0), run)
+        return PassInputs(
+            predicted=predicted, head=head, input_ids=self.frame.view(-1).index_select(0, packing.gather),
+            positions=packing.positions, cu_seqlens=packing.cu_seqlens,
+            head_rows=packing.slot_rows.masked_select(head),  # row-major, as masked_scatter takes them back
+        )
+
+    def _packing(self, lens, run) -> Packing:
+        """The packing of the rows with lens > 0 (run: bool [S], None when all run)."""
         columns = _arange(self.frame.shape[1], self.frame.device)
         take = columns[None, :] < lens[:, None]
         ends = lens.cumsum(0)
-        head_seq, head_slot = head.nonzero(as_tuple=True)
-        return PassInputs(  # masked_select keeps row-major order, as the packing needs
-            in_block=in_block, predicted=predicted, head=head, head_seq=head_seq, head_slot=head_slot,
-            input_ids=self.frame.masked_select(take), positions=columns.expand_as(take).masked_select(take),
-            cu_seqlens=torch.cat([ends.new_zeros(1), ends.masked_select(run)]).to(torch.int32),
-            head_rows=(ends - lens + self.first_slot).index_select(0, head_seq) + head_slot,
+        starts = ends - lens
+        gather = (_arange(self.size, self.frame.device) * self.frame.shape[1])[:, None] + columns
+        return Packing(
+            gather=gather.masked_select(take), positions=columns.expand_as(take).masked_select(take),
+            cu_seqlens=torch.cat([ends.new_zeros(1), ends if run is None else ends.masked_select(run)]).to(torch.int32),
+            slot_rows=(starts + self.first_slot)[:, None] + _arange(self.tokens.shape[1], self.tokens.device),
         )
 
     def after_pass(self, inputs: "PassInputs", tokens: torch.Tensor, confidence: torch.Tensor,
-                   features: frozenset, mask_id: int) -> tuple["SequenceBatch", torch.Tensor, torch.Tensor]:
+                   features: frozenset, mask_id: int):
         """Apply the pass's predictions (tokens/confidence [S, W], read at the predicted
-        slots) and the rules; returns (the batch after the pass, slots filled [S], done [S]).
+        slots) and the rules. Returns (the batch after the pass, masked slots per row [S],
+        done [S] bool or None when no block ended).
 
-        features names what the rows use ("rule:<name>", "threshold", "stop_early"), so
-        rules no row uses cost nothing."""
-        in_block, predicted = inputs.in_block, inputs.predicted
+        features names what the rows use ("rule:<name>", "threshold", "stop_early", "scored"),
+        so what no row uses costs nothing."""
+        in_block, predicted = self.in_block, inputs.predicted
         view = tokens
         if inputs.head is not predicted:  # scored rows: predictions at unmasked slots are not taken
             view = torch.where(predicted, tokens, self.tokens)
             confidence = torch.where(predicted, confidence, self.confidence)
-        first_pass = self.block * self.passes_base + torch.minimum(self.block, self.passes_extra)
-        scheduled_pass = (first_pass + self.block_pass).clamp_(max=self.schedule.shape[1] - 1)
-        keep_masked = self.schedule.gather(1, scheduled_pass[:, None])[:, 0]
-        rule_view = PassView(predicted, confidence, in_block, keep_masked, self.seed, self.passes_run)
-        fill, remask = self._decide(rule_view, features)
+        at = self.schedule_at.clamp(0, self.schedule.shape[1] - 1)
+        keep_masked = self.schedule.gather(1, at[:, None])[:, 0]
+        fill, remask = self._decide(PassView(predicted, confidence, in_block, keep_masked, self.seed,
+                                             self.passes_run), features)
+        scheduled_left = self.block_pass + 1 < self.block_passes  # a scheduled block runs all its passes
         converged = None
         if "stop_early" in features:
-            same = ((view == self.previous) | ~in_block).all(1)
-            converged = self.stop_early & self.has_previous & same
+            converged = self.stop_early & self.has_previous & ((view == self.previous) | ~in_block).all(1)
             fill = torch.where(converged[:, None], predicted, fill)
             remask = remask & ~converged[:, None]
+            scheduled_left = scheduled_left & ~converged
 
         new_tokens = torch.where(remask, mask_id, torch.where(fill, view, self.tokens))
         masked = (self.masked & ~fill) | remask
-        filled = self.masked.sum(1) - masked.sum(1)
-        block_pass = self.block_pass + 1
-        scheduled = self.threshold.isnan() if converged is None else self.threshold.isnan() & ~converged
-        passes = self.passes_base + (self.block < self.passes_extra)
-        block_open = (masked & in_block).any(1) | (scheduled & (block_pass < passes))
-        block = torch.where(block_open, self.block, self.block + 1)
-        after = replace(
-            self, tokens=new_tokens, confidence=confidence, masked=masked, block=block,
-            block_pass=torch.where(block_open, block_pass, 0), passes_run=self.passes_run + 1,
-            frame=self.frame.scatter(1, self.frame_columns, new_tokens),
-        )
+        block_open = (masked & in_block).any(1) | scheduled_left
+        after = dict(tokens=new_tokens, confidence=confidence, masked=masked, passes_run=self.passes_run + 1,
+                     frame=self.frame.scatter(1, self.frame_columns, new_tokens))
         if converged is not None:
-            after = replace(after, previous=view, has_previous=block_open)
-        return after, filled, block == self.num_blocks
+            after.update(previous=view, has_previous=block_open)
+        done = None
+        if bool(block_open.all()):
+            after.update(block_pass=self.block_pass + 1, schedule_at=self.schedule_at + 1)
+        else:
+            after.update(self._next_blocks(~block_open))
+            done = ~block_open & (self.block_end >= self.length)
+        return replace(self, **after), masked.sum(1), done
+
+    def _next_blocks(self, ended):
+        """The block fields after the rows `ended` (bool [S]) moved on to their next block."""
+        block = self.block + ended
+        end = torch.where(ended, torch.minimum(self.block_end + self.block_length, self.length), self.block_end)
+        slots = _arange(self.tokens.shape[1], self.tokens.device)[None, :]
+        next_block = (slots >= self.block_end[:, None]) & (slots < end[:, None])
+        passes = (self.passes_base + (block < self.passes_extra)) * self.scheduled
+        return dict(
+            block=block, block_end=end, in_block=torch.where(ended[:, None], next_block, self.in_block),
+            block_passes=torch.where(ended, passes, self.block_passes),
+            block_pass=torch.where(ended, 0, self.block_pass + 1),
+            # the next block's first entry: this block's first (schedule_at - block_pass) + its passes
+            schedule_at=torch.where(ended, self.schedule_at - self.block_pass + self.block_passes, self.schedule_at + 1),
+        )
 
     def _decide(self, view: PassView, features: frozenset):
         """(fill, remask) of every row by its own rule; rules no row uses are skipped."""
@@ -251,7 +316,7 @@ class SequenceBatch:
                 rows = (self.rule == index)[:, None]
                 fill, remask = torch.where(rows, rule_fill, fill), torch.where(rows, rule_remask, remask)
         if "threshold" in features:
-            rows = ~self.threshold.isnan()[:, None]
+            rows = ~self.scheduled[:, None]
             by_threshold = threshold_fill(view, self.threshold)
             if fill is None:
                 fill, remask = by_threshold, torch.zeros_like(by_threshold)
@@ -260,17 +325,17 @@ class SequenceBatch:
         return fill, remask
 
 
+_COLUMN_KINDS = {f.name: f.metadata["columns"] for f in fields(SequenceBatch) if "columns" in f.metadata}
+
+
 @dataclass(frozen=True)
 class PassInputs:
-    in_block: torch.Tensor  # bool [S, W]
     predicted: torch.Tensor  # bool [S, W]: masked slots of the block
     head: torch.Tensor  # bool [S, W]: slots the MLM head runs at (predicted, and scored rows' slots)
-    head_seq: torch.Tensor  # int64 [R]: row of each head slot, row-major order
-    head_slot: torch.Tensor  # int64 [R]: its slot
     input_ids: torch.Tensor  # int64 [T]: the packed frames of the rows that run
     positions: torch.Tensor  # int64 [T]
     cu_seqlens: torch.Tensor  # int32 [rows that run + 1]
-    head_rows: torch.Tensor  # int64 [R]: the packed row of each head slot
+    head_rows: torch.Tensor  # int64 [R]: the packed row of each head slot, row-major
 
 
 def _pad_columns(t: torch.Tensor, width: int, pad) -> torch.Tensor:

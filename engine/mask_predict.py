@@ -87,11 +87,13 @@ from engine.seeding import mix_seeds_torch
 class _Sequence:
     """The host's view of one target sequence (one length candidate): what outputs show."""
 
-    __slots__ = ("request", "length", "tokens", "tokens_per_pass", "keeps_texts", "pass_texts", "score", "finished")
+    __slots__ = ("request", "length", "tokens", "masked", "tokens_per_pass", "keeps_texts", "pass_texts", "score",
+                 "finished")
 
     def __init__(self, request, length, mask_id):
         self.request, self.length = request, length
         self.tokens = [mask_id] * length  # after the latest pass
+        self.masked = length  # slots masked after the latest pass
         self.tokens_per_pass: list[int] = []
         self.keeps_texts = request.params.return_pass_texts
         self.pass_texts: list[str] = []
@@ -123,8 +125,8 @@ class _Request:
 @dataclass(frozen=True)
 class _PassOutcome:
     batch: SequenceBatch  # the rows after the pass
-    filled: torch.Tensor  # int64 [S]: slots the pass unmasked, net
-    done: torch.Tensor  # bool [S]
+    masked: torch.Tensor  # int64 [S]: slots masked after it
+    done: torch.Tensor | None  # bool [S]; None when no row is done
     scores: torch.Tensor | None  # float64 [S]: mean log-probability (scored rows that are done)
 
 
@@ -328,16 +330,16 @@ class MaskPredictExecutor:
                 tokens = tokens.masked_scatter(inputs.head, head_tokens)
                 confidence = confidence.masked_scatter(inputs.head, head_confidence)
         with ranged("remask"):
-            after, filled, done = batch.after_pass(inputs, tokens, confidence, features, self.mask_id)
-            scores = self._scores(after, inputs, logits) if "scored" in features else None
-        return _PassOutcome(after, filled, done, scores)
+            after, masked, done = batch.after_pass(inputs, tokens, confidence, features, self.mask_id)
+            scores = self._scores(after, inputs, logits) if "scored" in features and done is not None else None
+        return _PassOutcome(after, masked, done, scores)
 
     def _predict(self, batch, inputs, logits, features):
         """Per head row: the prediction and its confidence (argmax, or a seeded draw)."""
         tokens, confidence = self.ops.confidence_argmax(logits)
         if "sampled" not in features:
             return tokens, confidence
-        seq, slot = inputs.head_seq, inputs.head_slot
+        seq, slot = inputs.head.nonzero(as_tuple=True)  # head row i is (seq[i], slot[i])
         draw = (inputs.predicted[seq, slot] & (batch.temperature[seq] > 0)).nonzero()[:, 0]
         if not draw.numel():
             return tokens, confidence
@@ -353,8 +355,9 @@ class MaskPredictExecutor:
         scores = torch.zeros(after.size, dtype=torch.float64, device=after.length.device)
         if logits is None:
             return scores
-        rows = after.scored[inputs.head_seq].nonzero()[:, 0]
-        seq, slot = inputs.head_seq[rows], inputs.head_slot[rows]
+        seq, slot = inputs.head.nonzero(as_tuple=True)
+        rows = after.scored[seq].nonzero()[:, 0]
+        seq, slot = seq[rows], slot[rows]
         log_probs = torch.log_softmax(logits.index_select(0, rows).float(), dim=-1)
         picked = log_probs.gather(1, after.tokens[seq, slot][:, None])[:, 0]
         return scores.index_add_(0, seq, picked.double()) / after.length
@@ -365,13 +368,15 @@ class MaskPredictExecutor:
         """Copy what the host needs of a pass (one transfer) into `sequences`, the rows'
         sequences in order."""
         o = outcome
-        summary = torch.cat([o.batch.tokens, o.filled[:, None], o.done[:, None]], dim=1).tolist()
-        for seq, row in zip(sequences, summary):
+        columns = [o.batch.tokens, o.masked[:, None]] + ([] if o.done is None else [o.done[:, None]])
+        for seq, row in zip(sequences, torch.cat(columns, dim=1).tolist()):
             seq.tokens = row[: seq.length]
-            seq.tokens_per_pass.append(row[-2])
+            masked = row[-1] if o.done is None else row[-2]
+            seq.tokens_per_pass.append(seq.masked - masked)
+            seq.masked = masked
             if seq.keeps_texts:
                 seq.pass_texts.append(None)  # decoded by _decode_pass_texts
-            if row[-1]:
+            if o.done is not None and row[-1]:
                 seq.finished = True
                 seq.request.unfinished -= 1
         if o.scores is not None:
