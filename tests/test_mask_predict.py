@@ -444,3 +444,23 @@ def test_rows_leave_and_join_across_widths(checkpoint):
     done = drain(ex, done)
     for rid, ids, params in requests:
         assert_matches_oracle(checkpoint, done[rid], ids, params)
+
+
+def test_rows_with_nothing_masked_skip_the_encoder(checkpoint, monkeypatch):
+    """More passes than slots: once a's schedule reaches 0 its passes are no-ops that skip
+    the encoder while b's rows still run (a pass that packs only some rows)."""
+    ex = executor(checkpoint)
+    forward, sequences_per_pass = ex.model.forward, []
+
+    def counting_forward(input_ids, positions, meta):
+        sequences_per_pass.append(len(meta.cu_seqlens_q) - 1)
+        return forward(input_ids, positions, meta)
+
+    monkeypatch.setattr(ex.model, "forward", counting_forward)
+    requests = [("a", PROMPTS[0], MaskPredictParams(length=2, iterations=6)),  # n(t) = 1, 1, 1, 0, 0, 0
+                ("b", PROMPTS[2], MaskPredictParams(length=8, iterations=8, remask="commit"))]
+    done = run(ex, requests)
+    assert sequences_per_pass == [2, 2, 2, 2, 1, 1, 1, 1]
+    for rid, ids, params in requests:
+        assert_matches_oracle(checkpoint, done[rid], ids, params)
+    assert done["a"].metrics.tokens_per_pass == [1, 0, 0, 1, 0, 0]
