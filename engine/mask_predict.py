@@ -386,7 +386,8 @@ class MaskPredictExecutor:
 
     def _outputs(self, requests) -> list[RequestOutput]:
         """Outputs of a pass; finished and failed requests leave."""
-        self._decode_pass_texts(requests)
+        with ranged("detokenize"):
+            self._decode_pass_texts(requests)
         now = time.perf_counter()
         outputs = []
         for request in requests:
