@@ -8,8 +8,9 @@ executor's running order; the tensors are
   [S, F]   `frame`: the encoder input of each sequence, [CLS] prompt slots [SEP], padded;
            column F - 1 is scratch, where padding slots write, so the frame of every row
            is refreshed with one scatter per pass;
-  [S, Tw]  `schedule`: n(t) of every scheduled pass, block after block; `schedule_at` is
-           the entry of the current pass.
+  `drops`  [S, W] as well: the schedule of each slot's block as its drops
+           (engine/mask_schedule.py), so n(t) of the current block is one comparison with
+           the block's pass counter, however many passes the block has.
 Padding costs columns, not rows: a batch mixes prompt and target lengths freely, every rule
 is a handful of [S, W] operations, and a pass's packed input is one gather from the frames
 (the gather index, positions and cu_seqlens are kept while the rows and their lengths stay
@@ -27,7 +28,7 @@ from functools import lru_cache
 import torch
 
 from engine.mask_rules import REMASK_RULES, PassView, threshold_fill
-from engine.mask_schedule import schedule_table, split_blocks
+from engine.mask_schedule import masked_drops, split_blocks
 from engine.seeding import as_int64
 
 # the [S] tensors fixed when a sequence joins, made from one int64 and one float64 table
@@ -40,24 +41,25 @@ _DTYPES = {"stop_early": torch.bool, "scored": torch.bool, "scheduled": torch.bo
 
 @lru_cache(maxsize=256)
 def _blocks_and_schedule(length: int, block_length: int | None, iterations: int, schedule: str | None):
-    """(block length, passes base, passes extra, n(t) table) of a target length; schedule
-    None (a threshold) has no table."""
+    """(block length, passes base, passes extra, drops of every slot) of a target length;
+    schedule None (a threshold) has no drops (zeros)."""
     blocks = split_blocks(length, block_length, iterations)
     base, extra = divmod(iterations, len(blocks))
-    table = [0] if schedule is None else schedule_table(blocks, schedule)
-    return blocks[0].end, base, extra, table
+    drops = [0] * length if schedule is None else [
+        d for b in blocks for d in masked_drops(b.end - b.start, b.passes, schedule)]
+    return blocks[0].end, base, extra, drops
 
 
 def _new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id) -> dict:
-    """A new sequence's values (the columns above, frame and schedule as lists), in its first
+    """A new sequence's values (the columns above, frame and drops as lists), in its first
     block."""
     scheduled = p.threshold is None
-    size, base, extra, table = _blocks_and_schedule(length, p.block_length, p.iterations,
+    size, base, extra, drops = _blocks_and_schedule(length, p.block_length, p.iterations,
                                                     p.schedule if scheduled else None)
     return dict(
         frame=[cls_id, *prompt, *[mask_id] * length, sep_id], frame_len=len(prompt) + length + 2,
         first_slot=1 + len(prompt), length=length, block_length=size, passes_base=base, passes_extra=extra,
-        schedule=table, rule=list(REMASK_RULES).index(p.remask), seed=as_int64(seed), top_k=p.top_k,
+        drops=drops, rule=list(REMASK_RULES).index(p.remask), seed=as_int64(seed), top_k=p.top_k,
         stop_early=p.stop_early, scored=scored, scheduled=scheduled, block_end=size,
         block_passes=(base + (extra > 0)) if scheduled else 0,
         threshold=float("nan") if p.threshold is None else p.threshold, temperature=p.temperature, top_p=p.top_p,
@@ -107,7 +109,6 @@ class SequenceBatch:
     block_length: torch.Tensor  # int64 [S]: N without blocks
     passes_base: torch.Tensor  # int64 [S]: block b runs passes_base + (b < passes_extra) passes
     passes_extra: torch.Tensor  # int64 [S]
-    schedule: torch.Tensor = _columns("schedule")  # int64 [S, Tw]
     rule: torch.Tensor  # int64 [S]: index into REMASK_RULES
     scheduled: torch.Tensor  # bool [S]: False under a confidence threshold
     threshold: torch.Tensor  # float64 [S]: NaN when the remask rule decides
@@ -122,13 +123,13 @@ class SequenceBatch:
     confidence: torch.Tensor = _columns("slots")  # float32 [S, W]
     masked: torch.Tensor = _columns("slots", False)  # bool [S, W]
     in_block: torch.Tensor = _columns("slots", False)  # bool [S, W]: the current block's slots
+    drops: torch.Tensor = _columns("slots")  # int64 [S, W]: per slot of a block, its schedule's drops
     previous: torch.Tensor = _columns("slots")  # int64 [S, W]: the block's last predictions (stop_early)
     has_previous: torch.Tensor  # bool [S]
     block: torch.Tensor  # int64 [S]: index of the current block
     block_end: torch.Tensor  # int64 [S]: one past its last slot
     block_passes: torch.Tensor  # int64 [S]: its scheduled passes (0 under a threshold)
     block_pass: torch.Tensor  # int64 [S]: passes run in it
-    schedule_at: torch.Tensor  # int64 [S]: the schedule entry of the coming pass
     passes_run: torch.Tensor  # int64 [S]
     # derived from the above whenever rows join or leave
     frame_columns: torch.Tensor = _derived()  # int64 [S, W]: frame column of each slot (padding: scratch)
@@ -151,7 +152,7 @@ class SequenceBatch:
             for name, column in zip(names, table.t().contiguous()):
                 tensors[name] = column.to(_DTYPES.get(name, dtype))
         for name, width_of in (("frame", max(len(r["frame"]) for r in rows) + 1),  # + the scratch column
-                               ("schedule", max(len(r["schedule"]) for r in rows))):
+                               ("drops", width)):
             tensors[name] = torch.tensor([r[name] + [0] * (width_of - len(r[name])) for r in rows], device=device)
         slots = torch.arange(width, device=device)[None, :]
         masked = slots < tensors["length"][:, None]
@@ -163,7 +164,7 @@ class SequenceBatch:
             **tensors, tokens=torch.where(masked, mask_id, 0), confidence=zeros(count, width, dtype=torch.float32),
             masked=masked, in_block=slots < tensors["block_end"][:, None], previous=zeros(count, width),
             has_previous=zeros(count, dtype=torch.bool), block=zeros(count), block_pass=zeros(count),
-            schedule_at=zeros(count), passes_run=zeros(count),
+            passes_run=zeros(count),
         )
 
     @staticmethod
@@ -197,9 +198,9 @@ class SequenceBatch:
         return SequenceBatch.of(**joined)
 
     def select(self, rows: torch.Tensor, widths: dict | None = None) -> "SequenceBatch":
-        """The rows `rows` (int64 indices), in that order. widths ({"slots": W, "frame": F,
-        "schedule": Tw}, known to the caller without reading the device) narrows the column
-        tensors to what those rows need."""
+        """The rows `rows` (int64 indices), in that order. widths ({"slots": W, "frame": F},
+        known to the caller without reading the device) narrows the column tensors to what
+        those rows need."""
         kept = {}
         for name, t in self.state().items():
             t = t.index_select(0, rows)
@@ -261,8 +262,7 @@ class SequenceBatch:
         if inputs.head is not predicted:  # scored rows: predictions at unmasked slots are not taken
             view = torch.where(predicted, tokens, self.tokens)
             confidence = torch.where(predicted, confidence, self.confidence)
-        at = self.schedule_at.clamp(0, self.schedule.shape[1] - 1)
-        keep_masked = self.schedule.gather(1, at[:, None])[:, 0]
+        keep_masked = ((self.block_pass[:, None] < self.drops) & in_block).sum(1)  # n(t) of each block
         fill, remask = self._decide(PassView(predicted, confidence, in_block, keep_masked, self.seed,
                                              self.passes_run), features)
         scheduled_left = self.block_pass + 1 < self.block_passes  # a scheduled block runs all its passes
@@ -282,7 +282,7 @@ class SequenceBatch:
             after.update(previous=view, has_previous=block_open)
         done = None
         if bool(block_open.all()):
-            after.update(block_pass=self.block_pass + 1, schedule_at=self.schedule_at + 1)
+            after.update(block_pass=self.block_pass + 1)
         else:
             after.update(self._next_blocks(~block_open))
             done = ~block_open & (self.block_end >= self.length)
@@ -299,8 +299,6 @@ class SequenceBatch:
             block=block, block_end=end, in_block=torch.where(ended[:, None], next_block, self.in_block),
             block_passes=torch.where(ended, passes, self.block_passes),
             block_pass=torch.where(ended, 0, self.block_pass + 1),
-            # the next block's first entry: this block's first (schedule_at - block_pass) + its passes
-            schedule_at=torch.where(ended, self.schedule_at - self.block_pass + self.block_passes, self.schedule_at + 1),
         )
 
     def _decide(self, view: PassView, features: frozenset):

@@ -460,8 +460,7 @@ class MaskPredictExecutor:
             rows = [self.rows[i] for i in keep]
             if rows:
                 widths = {"slots": max(seq.length for seq in rows),
-                          "frame": max(len(seq.request.prompt_token_ids) + seq.length for seq in rows) + 3,
-                          "schedule": max(seq.request.params.iterations for seq in rows)}
+                          "frame": max(len(seq.request.prompt_token_ids) + seq.length for seq in rows) + 3}
                 self.batch = self.batch.select(torch.tensor(keep, device=self.device), widths)
                 self.rows = rows
             else:

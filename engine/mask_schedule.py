@@ -4,7 +4,9 @@ Masking schedule. After pass t (0-based) of a block's T passes, n(t) of its N sl
 masked:
     linear   n(t) = floor(N * (T - 1 - t) / T)          (Mask-Predict)
     cosine   n(t) = floor(N * cos(pi/2 * (t + 1) / T))   (MaskGIT)
-and n(T-1) = 0 for both, so a block is complete after its T passes. n never grows with t.
+and n(T-1) = 0 for both, so a block is complete after its T passes. n never grows with t,
+so it is also given by its drops (`masked_drops`): the first pass after which at most k slots
+stay masked, for each k; that takes N numbers per block however many passes it has.
 
 Blocks. With block_length b the N target slots form ceil(N / b) blocks of b slots (the last
 may be shorter), decoded left to right; the T iterations are split evenly, T // B passes per
@@ -16,6 +18,7 @@ pass counts all passes of the sequence from 0, slot indexes the N target slots f
 """
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 SCHEDULE_NAMES = ("linear", "cosine")
 SAMPLE_STREAM, REMASK_STREAM = 0, 1
@@ -54,7 +57,19 @@ def split_blocks(num_slots: int, block_length: int | None, iterations: int) -> l
     ]
 
 
-def schedule_table(blocks: list[Block], schedule: str) -> list[int]:
-    """n(t) of every scheduled pass, block after block: block i's pass t is entry
-    sum(passes of the blocks before i) + t."""
-    return [masked_after(b.end - b.start, t, b.passes, schedule) for b in blocks for t in range(b.passes)]
+@lru_cache(maxsize=1024)
+def masked_drops(num_slots: int, passes: int, schedule: str) -> tuple[int, ...]:
+    """n(t) of a block as its drops: drops[k] (k < num_slots) is the first pass t after which
+    at most k slots stay masked, so n(t) = #{k : drops[k] > t} (n never grows). Found by
+    bisection over masked_after: O(num_slots log passes), whatever the number of passes."""
+    drops = []
+    for k in range(num_slots):
+        low, high = 0, passes - 1  # n(passes - 1) = 0 <= k
+        while low < high:
+            middle = (low + high) // 2
+            if masked_after(num_slots, middle, passes, schedule) <= k:
+                high = middle
+            else:
+                low = middle + 1
+        drops.append(low)
+    return tuple(drops)

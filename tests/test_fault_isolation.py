@@ -449,10 +449,6 @@ def test_mask_predict_request_whose_text_cannot_be_decoded_fails_alone(bert):
     assert_serves_like_fresh(engine, bert, PROBE, MP)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/mask_predict.py: _pass commits a pass (SequenceRefinement.apply) before it decodes the "
-    "texts; when decoding fails, step() reruns the pass for every request alone, so those that had "
-    "already taken it advance twice in one step and their output of that pass is never returned"))
 def test_mask_predict_undecodable_victim_costs_the_others_no_pass_output(bert):
     """A streaming caller sees every pass of the other requests: one output per pass."""
     _, streams, _, _ = _mp_with_undecodable_victim(bert)

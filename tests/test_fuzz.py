@@ -116,7 +116,7 @@ def masked_fields(rng, vocab, eos):
         remask=rng.choice(["low_confidence", "commit", "random"]),
         schedule=rng.choice(["linear", "cosine"]),
         threshold=rng.choice([None, None, 0.5, 1.0, 1e-9]),
-        block_size=rng.choice([None, None, rng.randint(1, 6)]),
+        block_length=rng.choice([None, None, rng.randint(1, 6)]),
         length_candidates=rng.choice([None, None, rng.sample(range(1, 10), rng.randint(1, 3))]),
         stop_early=rng.choice([False, True]),
         return_pass_texts=rng.choice([False, True]),

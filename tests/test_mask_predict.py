@@ -464,3 +464,17 @@ def test_rows_with_nothing_masked_skip_the_encoder(checkpoint, monkeypatch):
     for rid, ids, params in requests:
         assert_matches_oracle(checkpoint, done[rid], ids, params)
     assert done["a"].metrics.tokens_per_pass == [1, 0, 0, 1, 0, 0]
+
+
+def test_the_largest_iterations_are_admitted_and_follow_the_schedule(checkpoint):
+    from engine.mask_schedule import masked_after
+
+    ex = executor(checkpoint)
+    params = MaskPredictParams(length=5, iterations=2**31 - 1, schedule="cosine", return_pass_texts=True)
+    add(ex, "a", PROMPTS[0], params)
+    mask = checkpoint[3].tokenizer.mask_token
+    for t in range(3):
+        out = ex.step()[0]
+        assert out.metrics.nfe == t + 1
+        assert out.metrics.pass_texts[-1].split().count(mask) == masked_after(5, t, params.iterations, "cosine")
+    assert ex.abort("a") and not ex.has_unfinished()

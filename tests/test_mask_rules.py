@@ -45,3 +45,18 @@ def test_each_rule_on_one_pass():
     assert not remask.any()
     fill, remask = REMASK_RULES["random"](v)
     assert fill.tolist() == [[True, False, True, False, False]] and remask.sum() == 1 and not remask[0, 4]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_drops_give_the_schedule_back(schedule):
+    from engine.mask_schedule import masked_after, masked_drops
+
+    for slots in (1, 2, 5, 9):
+        for passes in (1, 2, 3, 7, 9, 20, 64):
+            drops = masked_drops(slots, passes, schedule)
+            for t in range(passes):
+                assert sum(d > t for d in drops) == masked_after(slots, t, passes, schedule), (slots, passes, t)
+    huge = 2**31 - 1  # as many passes as params allow: bisection, no table of passes
+    drops = masked_drops(7, huge, schedule)
+    for t in (0, 1, huge // 3, huge // 2, huge - 2, huge - 1):
+        assert sum(d > t for d in drops) == masked_after(7, t, huge, schedule)
