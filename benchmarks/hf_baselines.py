@@ -2,8 +2,8 @@
 
 - AR: `model.generate()` on a batch of equal-length prompts (no padding), greedy, with
   min_new_tokens = max_new_tokens so both sides generate exactly the same token count.
-- Mask-predict: a plain batched loop over the HF `*ForMaskedLM` with DESIGN.md's default
-  semantics (argmax over non-special tokens, re-mask the lowest confidences linearly).
+- Mask-predict: a plain batched loop over the HF `*ForMaskedLM` with the default semantics
+  of docs/mask-predict.md (argmax over non-special tokens, re-mask the lowest confidences linearly).
 """
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM

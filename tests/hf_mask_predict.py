@@ -1,7 +1,7 @@
-"""The test oracle: a plain loop over a HF `*ForMaskedLM` implementing DESIGN.md's
-mask-predict semantics, one request and one target length at a time, no batching.
+"""The test oracle: a plain loop over a HF `*ForMaskedLM` implementing the mask-predict
+semantics of docs/mask-predict.md, one request and one target length at a time, no batching.
 
-It is written from the specification (DESIGN.md and the rules documented in
+It is written from the specification (docs/mask-predict.md and the rules documented in
 engine/mask_predict.py and engine/mask_schedule.py), not from the engine's code: the whole
 model runs every pass, probabilities come from torch.softmax, and slots are chosen by
 sorting Python tuples. Seeded draws use the torch reference sampler, the spec of ops.sample.
