@@ -77,6 +77,7 @@ from engine.attention import AttentionMetadata
 from engine.detokenizer import batch_decode
 from engine.mask_batch import SequenceBatch
 from engine.mask_schedule import SAMPLE_STREAM, num_blocks
+from engine.mask_template import template_ids
 from engine.output_processor import describe
 from engine.outputs import RequestMetrics, RequestOutput
 from engine.params import MaskPredictParams
@@ -157,16 +158,9 @@ class MaskPredictExecutor:
 
     def __init__(self, loaded, config, ops):
         tok = loaded.tokenizer
-        if tok is None:
-            raise ValueError("mask-predict needs the checkpoint's tokenizer (for its mask/cls/sep ids)")
+        self.template = template_ids(tok, "mask-predict")
         self.model, self.tokenizer, self.ops, self.config = loaded.model, tok, ops, config
-        self.mask_id = tok.mask_token_id
-        cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-        sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-        for name, value in (("mask", self.mask_id), ("cls (or bos)", cls_id), ("sep (or eos)", sep_id)):
-            if value is None:
-                raise ValueError(f"the tokenizer defines no {name} token, which mask-predict's template needs")
-        self.template = (cls_id, sep_id, self.mask_id)
+        self.mask_id = self.template[2]
         self.eos_id = tok.eos_token_id
         self.max_positions = self.model.max_positions
         self.device = next(self.model.parameters()).device

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from engine.attention import AttentionMetadata
+from engine.mask_template import template_ids
 from engine.speculative.proposal import ProposalBuilder, pick
 
 
@@ -44,16 +45,9 @@ def split_slots(k: int, passes: int) -> list[range]:
 class MaskedDrafter:
     def __init__(self, loaded, spec, target_vocab_size: int, target_eos_ids: list[int]):
         tok = loaded.tokenizer
-        if tok is None:
-            raise ValueError(f"the masked draft model {spec.model!r} needs its tokenizer (for its mask/cls/sep ids)")
+        self.cls_id, self.sep_id, self.mask_id = template_ids(tok, f"the masked draft model {spec.model!r}")
         self.model = loaded.model
         self.device = next(self.model.parameters()).device
-        self.mask_id = tok.mask_token_id
-        self.cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
-        self.sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-        for name, value in (("mask", self.mask_id), ("cls (or bos)", self.cls_id), ("sep (or eos)", self.sep_id)):
-            if value is None:
-                raise ValueError(f"the draft model's tokenizer defines no {name} token, which its template needs")
         # the causal template's leading bos is not part of the masked LM's context
         self.bos_id = tok.bos_token_id if tok.bos_token_id != self.cls_id else None
         self.length = spec.draft_length or spec.num_speculative_tokens
