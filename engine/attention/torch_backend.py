@@ -20,6 +20,7 @@ Triton backend).
 """
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,55 +38,63 @@ class _Plan:
     store: torch.Tensor | None  # long [T]: cache slot of each new token
 
 
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A metadata tensor as int64 numpy (a zero-copy view first on CPU): the plan's index math
+    is a few dozen tiny array operations, much cheaper in numpy than as torch ops."""
+    return t.cpu().numpy().astype(np.int64, copy=False)
+
+
 def _padding(cu, lens, q_len):
     """(q_pad, q_unpad) indices between packed rows and a [B, q_len] batch."""
-    batch, total = len(lens), int(cu[-1])
-    device = cu.device
-    seq = torch.repeat_interleave(torch.arange(batch, device=device), lens)
-    offset = torch.arange(total, device=device) - cu[:-1][seq]
-    q_unpad = seq * q_len + offset
-    pos = torch.arange(q_len, device=device)[None, :]
-    q_pad = torch.where(pos < lens[:, None], cu[:-1, None] + pos, cu[:-1, None]).flatten()
+    seq = np.repeat(np.arange(len(lens)), lens)
+    q_unpad = seq * q_len + np.arange(int(cu[-1])) - cu[:-1][seq]
+    pos = np.arange(q_len)[None, :]
+    q_pad = np.where(pos < lens[:, None], cu[:-1, None] + pos, cu[:-1, None]).ravel()
     return q_pad, q_unpad
 
 
 def _paged_keys(meta, block_size):
     """(k_len, flat slot index [B * k_len], valid [B, k_len], context lengths) over the cache."""
-    ctx = meta.context_lens.long()
+    ctx = _host(meta.context_lens)
     k_len = int(ctx.max())
-    pos = torch.arange(k_len, device=ctx.device)[None, :]
+    pos = np.arange(k_len)[None, :]
     valid = pos < ctx[:, None]
-    pos = torch.where(valid, pos, 0)
-    slots = meta.block_tables.long().gather(1, pos // block_size) * block_size + pos % block_size
-    return k_len, slots.flatten(), valid, ctx
+    pos = np.where(valid, pos, 0)
+    tables = _host(meta.block_tables)
+    slots = np.take_along_axis(tables, pos // block_size, axis=1) * block_size + pos % block_size
+    return k_len, slots.ravel(), valid, ctx
 
 
 def make_plan(meta, block_size: int | None) -> _Plan:
-    cu = meta.cu_seqlens_q.long()
+    """The step's gather indices and mask, computed on the host once per step."""
+    device = meta.cu_seqlens_q.device
+    cu = _host(meta.cu_seqlens_q)
     lens = cu[1:] - cu[:-1]
-    host_lens = lens.tolist()  # the step's only host read of device data
-    batch, q_len = len(host_lens), max(host_lens)
-    equal = min(host_lens) == q_len
+    batch, q_len = len(lens), int(lens.max())
+    equal = int(lens.min()) == q_len
     q_pad, q_unpad = (None, None) if equal else _padding(cu, lens, q_len)
-    store = None if meta.slot_mapping is None else meta.slot_mapping.long()
-    q_pos = torch.arange(q_len, device=cu.device)
+    store = None if meta.slot_mapping is None else _host(meta.slot_mapping)
+    q_pos = np.arange(q_len)
+    k_len, k_index, mask, is_causal = q_len, q_pad, None, False
     if meta.mode in ("prefill", "encoder"):
         causal = meta.mode == "prefill"
         if equal:
-            return _Plan(batch, q_len, None, None, q_len, None, None, causal, store)
-        valid = q_pos[None, :] < lens[:, None]
-        mask = valid[:, None, None, :]
-        if causal:
-            mask = mask & (q_pos[None, :] <= q_pos[:, None])
-        return _Plan(batch, q_len, q_pad, q_unpad, q_len, q_pad, mask, False, store)
-    k_len, slots, valid, ctx = _paged_keys(meta, block_size)
-    if meta.mode == "decode":  # the one query is the last position: it sees its whole context
-        mask = None if bool(valid.all()) else valid[:, None, None, :]
+            is_causal = causal
+        else:
+            mask = (q_pos[None, :] < lens[:, None])[:, None, None, :]
+            if causal:
+                mask = mask & (q_pos[None, :] <= q_pos[:, None])
     else:
-        query_at = (ctx - lens)[:, None] + q_pos[None, :]
-        key_at = torch.arange(k_len, device=cu.device)
-        mask = ((key_at[None, None, :] <= query_at[:, :, None]) & valid[:, None, :])[:, None]
-    return _Plan(batch, q_len, q_pad, q_unpad, k_len, slots, mask, False, store)
+        k_len, k_index, valid, ctx = _paged_keys(meta, block_size)
+        if meta.mode == "decode":  # the one query is the last position: it sees its whole context
+            mask = None if valid.all() else valid[:, None, None, :]
+        else:
+            query_at = (ctx - lens)[:, None] + q_pos[None, :]
+            mask = ((np.arange(k_len)[None, None, :] <= query_at[:, :, None]) & valid[:, None, :])[:, None]
+    tensors = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+               for a in (q_pad, q_unpad, k_index, mask, store)]
+    q_pad, q_unpad, k_index, mask, store = tensors
+    return _Plan(batch, q_len, q_pad, q_unpad, k_len, k_index, mask, is_causal, store)
 
 
 def _rows(x, index):
