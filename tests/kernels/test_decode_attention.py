@@ -1,108 +1,74 @@
 """decode_attention against kernels.reference over scattered, NaN-poisoned paged caches."""
+import dataclasses
 import importlib
 
 import pytest
 import torch
 
 import kernels
+from benchmarks.kernel_cases import DECODE, DecodeCase, decode_inputs
 from kernels import reference
 
 # The function first (lazy load), then its module from sys.modules: importing the submodule
 # by name before would shadow the function `kernels.decode_attention` with the module.
 decode_attention = kernels.decode_attention
-num_kv_splits = importlib.import_module("kernels.decode_attention").num_kv_splits
+decode_module = importlib.import_module("kernels.decode_attention")
 
 CUDA = torch.cuda.is_available()
 
 
-def _paged_inputs(context_lens, num_q_heads, num_kv_heads, head_dim, block_size, dtype, device):
-    """q and a paged KV cache whose blocks are a random permutation, with one spare block.
-
-    Every cache row outside a sequence's context is NaN and unused table entries point at
-    the spare NaN block, so a kernel reading past a context poisons its output.
-    """
-    batch = len(context_lens)
-    blocks_per_seq = [-(-n // block_size) for n in context_lens]
-    width = max(max(blocks_per_seq), 1)
-    num_blocks = sum(blocks_per_seq) + 1
-    shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    k_cache = torch.full(shape, float("nan"), dtype=dtype, device=device)
-    v_cache = torch.full(shape, float("nan"), dtype=dtype, device=device)
-    order = torch.randperm(num_blocks - 1).tolist()
-    block_tables = torch.full((batch, width), num_blocks - 1, dtype=torch.int32)
-    for b, (n, used) in enumerate(zip(context_lens, blocks_per_seq)):
-        block_tables[b, :used] = torch.tensor(order[:used], dtype=torch.int32)
-        order = order[used:]
-        rows = torch.arange(n)
-        blocks, offsets = block_tables[b, rows // block_size].long(), rows % block_size
-        k_cache[blocks, offsets] = torch.randn(n, num_kv_heads, head_dim).to(dtype).to(device)
-        v_cache[blocks, offsets] = torch.randn(n, num_kv_heads, head_dim).to(dtype).to(device)
-    q = torch.randn(batch, num_q_heads, head_dim).to(dtype).to(device)
-    lens = torch.tensor(context_lens, dtype=torch.int32, device=device)
-    return q, k_cache, v_cache, block_tables.to(device), lens
-
-
-def _check(context_lens, num_q_heads, num_kv_heads, head_dim, block_size, dtype, device, tol):
-    args = _paged_inputs(context_lens, num_q_heads, num_kv_heads, head_dim, block_size, dtype, device)
-    scale = head_dim ** -0.5
-    out = decode_attention(*args, scale)
+def _check(case, dtype, device, tol, run=decode_attention):
+    args = decode_inputs(case, dtype, device, poison=True)
+    scale = case.head_dim ** -0.5
+    out = run(*args, scale)
     expected = reference.decode_attention(*args, scale)
     assert out.dtype == dtype and out.shape == expected.shape
     torch.testing.assert_close(out.float(), expected.float(), rtol=tol, atol=tol)
 
 
-# (context_lens, Hq, Hkv, head_dim, block_size): GQA ratios 1, 4 and 8; lengths 1 and
-# non-powers of two, mixed in a batch; head_dim 64, 80 and 96; block sizes 16 and 32.
-CASES = [
-    ([1], 2, 2, 64, 16),
-    ([1, 17, 50], 8, 2, 80, 16),
-    ([33, 5, 64], 8, 1, 96, 32),
-    ([130, 1], 4, 4, 64, 32),
-]
-
-
-@pytest.mark.parametrize("context_lens, hq, hkv, head_dim, block_size", CASES)
-def test_decode_attention_fp32(context_lens, hq, hkv, head_dim, block_size, device):
-    _check(context_lens, hq, hkv, head_dim, block_size, torch.float32, device, 1e-5)
+@pytest.mark.parametrize("case", DECODE.cpu, ids=DecodeCase.label)
+def test_decode_attention_fp32(case, device):
+    _check(case, torch.float32, device, 1e-5)
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
 def test_decode_attention_16bit(dtype, tol, device):
     """In the interpreter bf16 goes through fp32 dot operands (its bf16 dot is wrong)."""
-    _check([9, 40], 8, 2, 64, 16, dtype, device, tol)
+    _check(DecodeCase((9, 40), 8, 2, 64, 16), dtype, device, tol)
 
 
-def test_decode_attention_long_context_uses_several_splits(device):
-    context_lens, hkv = [700, 3], 1
-    width = -(-max(context_lens) // 32)
-    assert num_kv_splits(len(context_lens), hkv, width * 32, device) > 1
-    _check(context_lens, 4, hkv, 64, 32, torch.float32, device, 1e-5)
-
-
-def test_decode_attention_empty_context_gives_zeros(device):
-    """A padding row with no context attends to nothing: zeros, as the reference."""
-    _check([0, 20], 4, 2, 64, 16, torch.float32, device, 1e-5)
+def test_split_plan_follows_each_context_not_the_table_width(device):
+    """A wide table (as the engine's CUDA graphs pass it) gives the grid many partitions; a
+    short context uses one of them, a long one several, and the result is the reference's."""
+    case = DecodeCase((700, 3, 40), 4, 1, 64, 32, max_model_len=4096)
+    capacity = 4096
+    assert decode_module.max_kv_splits(3, 1, capacity, device) > 1
+    _check(case, torch.float32, device, 1e-5)
 
 
 def test_split_count_fills_the_machine_only_when_needed(device):
-    assert num_kv_splits(256, 32, 4096, device) == 1
-    assert num_kv_splits(1, 8, 32768, device) > 1
-    assert num_kv_splits(1, 8, 64, device) == 1  # too short to be worth splitting
+    assert decode_module.max_kv_splits(256, 32, 4096, device) == 1
+    assert decode_module.max_kv_splits(1, 8, 32768, device) > 1
+    assert decode_module.max_kv_splits(1, 8, 64, device) == 1  # too short to be worth splitting
+
+
+@pytest.mark.parametrize("num_stages", [1, 3])
+def test_launch_parameters_do_not_change_the_result(num_stages, device):
+    case = DecodeCase((300, 5), 4, 2, 32, 16, max_model_len=512)
+    config = dataclasses.replace(decode_module.default_config(torch.float32, 32), num_stages=num_stages)
+    _check(case, torch.float32, device, 1e-5,
+           run=lambda *args: decode_module.launch(*args, config))
 
 
 @pytest.mark.skipif(not CUDA, reason="bf16 dots are wrong in Triton's interpreter; GPU only")
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
-@pytest.mark.parametrize(
-    "context_lens, hq, hkv, head_dim, block_size",
-    CASES + [([4096, 1, 777, 2048], 32, 8, 128, 16), ([20000], 32, 8, 128, 32),
-             ([300] * 64, 32, 32, 128, 16)],
-)
-def test_decode_attention_cuda(context_lens, hq, hkv, head_dim, block_size, dtype, tol, device):
-    _check(context_lens, hq, hkv, head_dim, block_size, dtype, device, tol)
+@pytest.mark.parametrize("case", DECODE.cpu + DECODE.gpu, ids=DecodeCase.label)
+def test_decode_attention_cuda(case, dtype, tol, device):
+    _check(case, dtype, device, tol)
 
 
 def _args(device):
-    q, k_cache, v_cache, tables, lens = _paged_inputs([5, 9], 4, 2, 32, 16, torch.float32, device)
+    q, k_cache, v_cache, tables, lens = decode_inputs(DecodeCase((5, 9), 4, 2, 32, 16), torch.float32, device)
     return dict(q=q, k_cache=k_cache, v_cache=v_cache, block_tables=tables, context_lens=lens, scale=0.1)
 
 
