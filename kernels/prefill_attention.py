@@ -30,13 +30,11 @@ Positions: a sequence's n new queries are its last n tokens of ctx (ctx = n for
 `prefill_attention`, context_lens[b] for the paged variant); query i sits at position
 ctx - n + i and, when causal, sees keys 0..ctx - n + i.
 """
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from . import _alloc, _checks
+from . import _alloc, _checks, _launch
 
 _LOG2E = 1.4426950408889634
 
@@ -90,6 +88,27 @@ def _attend_key_range(acc, l_i, m_i, q, k_base, v_base, block_table_ptr, kv_star
 
 
 @triton.jit
+def _owning_sequence(cu_seqlens_q, num_seqs, tile, BLOCK_M: tl.constexpr, SEQ_BLOCK: tl.constexpr):
+    """(sequence, its first tile) of query tile `tile`, sequence b owning ceil(n_b / BLOCK_M)
+    consecutive tiles: the sequences whose tiles all end at or before `tile` come before it.
+    Reads cu_seqlens SEQ_BLOCK entries at a time, so the batch size is not a constexpr."""
+    seq = tl.zeros([], tl.int32)
+    first_tile = tl.zeros([], tl.int32)
+    tiles_before = tl.zeros([], tl.int32)
+    for start in range(0, num_seqs, SEQ_BLOCK):
+        offs = start + tl.arange(0, SEQ_BLOCK)
+        in_batch = offs < num_seqs
+        lens = (tl.load(cu_seqlens_q + offs + 1, mask=in_batch, other=0)
+                - tl.load(cu_seqlens_q + offs, mask=in_batch, other=0))
+        tiles = tl.where(in_batch, (lens + BLOCK_M - 1) // BLOCK_M, 0)
+        before = in_batch & (tiles_before + tl.cumsum(tiles, 0) <= tile)
+        seq += tl.sum(before.to(tl.int32), 0)
+        first_tile += tl.sum(tl.where(before, tiles, 0), 0)
+        tiles_before += tl.sum(tiles, 0)
+    return seq, first_tile
+
+
+@triton.jit
 def _prefill_attention_kernel(
     Q, K, V, O, cu_seqlens_q, context_lens, block_tables,
     stride_qt, stride_qh, stride_ot, stride_oh,
@@ -98,23 +117,16 @@ def _prefill_attention_kernel(
     num_seqs, num_q_heads, group_size, qk_scale,
     HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PAGED: tl.constexpr,
     PAGE_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_D: tl.constexpr, SEQ_BLOCK: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     head = pid % num_q_heads
     tile = pid // num_q_heads
 
-    # Which sequence owns this tile: count the sequences whose tiles all come before it.
-    offs_b = tl.arange(0, BLOCK_B)
-    in_batch = offs_b < num_seqs
-    lens = (tl.load(cu_seqlens_q + offs_b + 1, mask=in_batch, other=0)
-            - tl.load(cu_seqlens_q + offs_b, mask=in_batch, other=0))
-    tiles = tl.where(in_batch, (lens + BLOCK_M - 1) // BLOCK_M, 0)
-    seq = tl.sum((tl.cumsum(tiles, 0) <= tile).to(tl.int32), 0)
+    seq, first_tile = _owning_sequence(cu_seqlens_q, num_seqs, tile, BLOCK_M, SEQ_BLOCK)
     if seq >= num_seqs:  # a surplus program of the grid's bound
         return
-    first_tile = tl.sum(tl.where(offs_b < seq, tiles, 0), 0)
     q_start = tl.load(cu_seqlens_q + seq)
     n_q = tl.load(cu_seqlens_q + seq + 1) - q_start
     # Last tiles first: under the causal mask they see the most keys, so they start earliest.
@@ -169,26 +181,29 @@ def _prefill_attention_kernel(
              out.to(O.dtype.element_ty), mask=row_mask[:, None] & d_mask[None, :])
 
 
-def _tile_config(q, num_seqs):
-    """Tile sizes and launch shape for q [T, Hq, D] split into num_seqs sequences.
+def tile_config(dtype, head_dim, num_tokens, num_seqs):
+    """Tile sizes and launch shape for num_tokens queries of head_dim in num_seqs sequences.
 
     On the GPU: 128-row query tiles (two warpgroups on Hopper) against 64-key tiles, three
     K/V tiles in flight; 64-row tiles when sequences are short on average, so tiles are not
-    mostly padding; smaller tiles for fp32, whose K/V tiles take twice the shared memory.
-    In the interpreter: small tiles, so short test sequences still span several tiles.
+    mostly padding. fp32 inputs take full-precision dots, which run on the FMA units with their
+operands in registers: 16-key tiles and eight warps keep them from spilling.
+    SEQ_BLOCK: cu_seqlens entries a program reads at a time to find its sequence.
+    In the interpreter: small tiles, so short test sequences still span several tiles, and a
+    small SEQ_BLOCK, so the tests' batches take several reads.
     """
-    block_d = triton.next_power_of_2(q.shape[2])
-    if q.device.type != "cuda":
-        return dict(BLOCK_M=32, BLOCK_N=16, BLOCK_D=block_d, num_warps=4, num_stages=1)
-    if q.dtype == torch.float32:
-        return dict(BLOCK_M=64, BLOCK_N=32, BLOCK_D=block_d, num_warps=4, num_stages=2)
-    if q.shape[0] <= 64 * num_seqs:
-        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=block_d, num_warps=4, num_stages=3)
-    return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=block_d, num_warps=8 if block_d > 64 else 4,
-                num_stages=3)
+    block_d = _launch.dot_block(head_dim)
+    if _launch.INTERPRETED:
+        return dict(BLOCK_M=32, BLOCK_N=16, BLOCK_D=block_d, SEQ_BLOCK=4, num_warps=4, num_stages=1)
+    if dtype == torch.float32:
+        return dict(BLOCK_M=64, BLOCK_N=16, BLOCK_D=block_d, SEQ_BLOCK=64, num_warps=8, num_stages=2)
+    if num_tokens <= 64 * num_seqs:
+        return dict(BLOCK_M=64, BLOCK_N=64, BLOCK_D=block_d, SEQ_BLOCK=64, num_warps=4, num_stages=3)
+    return dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=block_d, SEQ_BLOCK=64,
+                num_warps=8 if block_d > 64 else 4, num_stages=3)
 
 
-def _launch(q, k, v, cu_seqlens_q, scale, causal, paged):
+def _run(q, k, v, cu_seqlens_q, scale, causal, paged):
     """Run the kernel on contiguous k/v [T, Hkv, D] (paged None) or on a paged cache
     (paged = (block_tables, context_lens), k/v [num_blocks, block_size, Hkv, D])."""
     out = _alloc.empty_like(q)
@@ -196,9 +211,8 @@ def _launch(q, k, v, cu_seqlens_q, scale, causal, paged):
     num_seqs = cu_seqlens_q.shape[0] - 1
     if num_tokens == 0:
         return out
-    # The kernel steps along head_dim with unit stride.
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    cfg = _tile_config(q, num_seqs)
+    q, k, v = (_launch.unit_stride(t) for t in (q, k, v))
+    cfg = tile_config(q.dtype, head_dim, num_tokens, num_seqs)
     block_m = cfg["BLOCK_M"]
     # Each sequence of length L has ceil(L / BLOCK_M) tiles, at most one of them partial.
     max_tiles = min(num_tokens, (num_tokens + num_seqs * (block_m - 1)) // block_m)
@@ -213,16 +227,13 @@ def _launch(q, k, v, cu_seqlens_q, scale, causal, paged):
         page_size, stride_bt = k.shape[1], block_tables.stride(0)
         k_strides, v_strides = k.stride()[:3], v.stride()[:3]
     num_kv_heads = k.shape[-2]
-    upcast = q.dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1"
     _prefill_attention_kernel[(max_tiles * num_q_heads,)](
         q, k, v, out, cu_seqlens_q, context_lens, block_tables,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         *k_strides, *v_strides, stride_bt,
         num_seqs, num_q_heads, num_q_heads // num_kv_heads, float(scale) * _LOG2E,
         HEAD_DIM=head_dim, CAUSAL=causal, PAGED=paged is not None, PAGE_SIZE=page_size,
-        BLOCK_B=triton.next_power_of_2(num_seqs + 1),
-        UPCAST=upcast, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        **cfg,
+        **_launch.dot_settings(q.dtype), **cfg,
     )
     return out
 
@@ -234,7 +245,7 @@ def prefill_attention(q, k, v, cu_seqlens, scale, causal):
     q [T, Hq, D], k/v [T, Hkv, D], cu_seqlens int32 [B+1]; no attention across sequences;
     causal=False is the bidirectional encoder case. Returns [T, Hq, D] in q's dtype.
     """
-    return _launch(q, k, v, cu_seqlens, scale, causal, None)
+    return _run(q, k, v, cu_seqlens, scale, causal, None)
 
 
 @_checks.checked(_checks.check_paged_prefill_attention)
@@ -245,4 +256,4 @@ def paged_prefill_attention(q, k_cache, v_cache, block_tables, cu_seqlens_q, con
     cache (k_cache/v_cache [num_blocks, block_size, Hkv, D], rows listed by block_tables[b])
     already holds context_lens[b] rows: the cached prefix plus the new tokens.
     """
-    return _launch(q, k_cache, v_cache, cu_seqlens_q, scale, True, (block_tables, context_lens))
+    return _run(q, k_cache, v_cache, cu_seqlens_q, scale, True, (block_tables, context_lens))

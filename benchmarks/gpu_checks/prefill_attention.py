@@ -16,49 +16,8 @@ from torch.nn.attention.bias import causal_lower_right
 import kernels
 from kernels import reference
 
+from ..kernel_cases import PAGED_PREFILL, PREFILL, PagedPrefillCase, PrefillCase, packed_inputs, paged_prefill_inputs
 from . import rel_err, result_row, tolerance
-
-# (sequence lengths, Hq, Hkv, head_dim, causal): 8k tokens; encoders are MHA, AR models GQA.
-GPU_CASES = [
-    ([1024] * 8, 32, 32, 128, False),
-    ([4096] * 2, 32, 32, 128, False),
-    ([1024] * 8, 32, 8, 128, True),
-    ([4096] * 2, 32, 8, 128, True),
-]
-QUICK_CASES = [([5, 40, 1], 4, 2, 64, False), ([5, 40, 1], 4, 2, 64, True)]
-# (cached prefix lengths, new token counts, Hq, Hkv, head_dim, block_size); every sequence
-# of a case has the same shape, so the baseline is one SDPA call.
-GPU_PAGED_CASES = [([2048] * 4, [512] * 4, 32, 8, 128, 16)]
-QUICK_PAGED_CASES = [([20, 20], [9, 9], 4, 2, 64, 16)]
-
-
-def cu_seqlens(lens, device):
-    return torch.tensor([0] + list(lens), device=device).cumsum(0).to(torch.int32)
-
-
-def packed_inputs(lens, num_q_heads, num_kv_heads, head_dim, dtype, device):
-    """Random packed q [T, Hq, D], k/v [T, Hkv, D] and cu_seqlens for sequences of `lens`."""
-    total = sum(lens)
-    q = torch.randn(total, num_q_heads, head_dim, dtype=dtype, device=device)
-    k = torch.randn(total, num_kv_heads, head_dim, dtype=dtype, device=device)
-    v = torch.randn(total, num_kv_heads, head_dim, dtype=dtype, device=device)
-    return q, k, v, cu_seqlens(lens, device)
-
-
-def paged_inputs(prefix_lens, new_lens, num_q_heads, num_kv_heads, head_dim, block_size, dtype,
-                 device):
-    """New-token queries and a cache holding prefix + new rows per sequence in shuffled blocks."""
-    context = [p + n for p, n in zip(prefix_lens, new_lens)]
-    blocks_per_seq = max(-(-c // block_size) for c in context)
-    num_blocks = len(context) * blocks_per_seq
-    shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    k_cache = torch.randn(shape, dtype=dtype, device=device)
-    v_cache = torch.randn(shape, dtype=dtype, device=device)
-    block_tables = torch.randperm(num_blocks, device=device).to(torch.int32)
-    block_tables = block_tables.view(len(context), blocks_per_seq)
-    q = torch.randn(sum(new_lens), num_q_heads, head_dim, dtype=dtype, device=device)
-    context_lens = torch.tensor(context, dtype=torch.int32, device=device)
-    return q, k_cache, v_cache, block_tables, cu_seqlens(new_lens, device), context_lens
 
 
 def _padded(x, lens, num_heads):
@@ -90,25 +49,25 @@ def _row(kernel, shape, dtype, out, ref, run, baseline, bytes_moved, flops, time
                       "torch SDPA, padded batch, KV heads repeated", baseline, timer, bytes_moved, flops)
 
 
-def _prefill_row(case, device, dtype, timer):
-    lens, hq, hkv, head_dim, causal = case
+def _prefill_row(case: PrefillCase, causal, device, dtype, timer):
+    lens, hq, hkv, head_dim = list(case.lens), case.num_q_heads, case.num_kv_heads, case.head_dim
     q, k, v, cu = packed_inputs(lens, hq, hkv, head_dim, dtype, device)
     scale = head_dim**-0.5
     args = (q, k, v, cu, scale, causal)
     out = kernels.prefill_attention(*args)
     ref = reference.prefill_attention(*args)
     pairs = sum(n * (n + 1) // 2 if causal else n * n for n in lens)
-    shape = f"{len(lens)}x{max(lens)} Hq={hq} Hkv={hkv} D={head_dim} causal={causal}"
     bytes_moved = (2 * q.numel() + k.numel() + v.numel()) * q.element_size()
-    return _row("prefill_attention", shape, dtype, out, ref,
+    return _row("prefill_attention", f"{case.label()} causal={causal}", dtype, out, ref,
                 lambda: kernels.prefill_attention(*args),
                 sdpa_prefill(q, k, v, lens, scale, causal), bytes_moved,
                 4 * pairs * hq * head_dim, timer)
 
 
-def _paged_row(case, device, dtype, timer):
-    prefix_lens, new_lens, hq, hkv, head_dim, block_size = case
-    q, k_cache, v_cache, block_tables, cu, context_lens = paged_inputs(*case, dtype, device)
+def _paged_row(case: PagedPrefillCase, device, dtype, timer):
+    prefix_lens, new_lens = list(case.prefix_lens), list(case.new_lens)
+    hq, hkv, head_dim = case.num_q_heads, case.num_kv_heads, case.head_dim
+    q, k_cache, v_cache, block_tables, cu, context_lens = paged_prefill_inputs(case, dtype, device)
     scale = head_dim**-0.5
     args = (q, k_cache, v_cache, block_tables, cu, context_lens, scale)
     out = kernels.paged_prefill_attention(*args)
@@ -132,15 +91,16 @@ def _paged_row(case, device, dtype, timer):
     element = q.element_size()
     bytes_moved = (2 * q.numel() + 2 * batch * ctx * hkv * head_dim) * element \
         + block_tables.numel() * block_tables.element_size()
-    shape = (f"{len(new_lens)}x({max(prefix_lens)} cached + {max(new_lens)} new) Hq={hq} "
-             f"Hkv={hkv} D={head_dim} bs={block_size}")
-    return _row("paged_prefill_attention", shape, dtype, out, ref,
+    return _row("paged_prefill_attention", case.label(), dtype, out, ref,
                 lambda: kernels.paged_prefill_attention(*args), baseline, bytes_moved,
                 4 * pairs * hq * head_dim, timer)
 
 
 def check(device, dtype, quick, timer):
-    rows = [_prefill_row(c, device, dtype, timer) for c in (QUICK_CASES if quick else GPU_CASES)]
-    paged_cases = QUICK_PAGED_CASES if quick else GPU_PAGED_CASES
-    rows += [_paged_row(c, device, dtype, timer) for c in paged_cases]
+    prefill_cases = PREFILL.quick if quick else PREFILL.gpu
+    rows = [_prefill_row(c, causal, device, dtype, timer) for c in prefill_cases for causal in (False, True)]
+    paged_cases = PAGED_PREFILL.quick if quick else PAGED_PREFILL.gpu
+    # The baseline is one SDPA call: only cases whose sequences all have the same shape.
+    uniform = [c for c in paged_cases if len(set(c.prefix_lens)) == len(set(c.new_lens)) == 1]
+    rows += [_paged_row(c, device, dtype, timer) for c in uniform]
     return rows

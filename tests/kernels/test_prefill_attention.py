@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import kernels
-from benchmarks.gpu_checks.prefill_attention import cu_seqlens, packed_inputs
+from benchmarks.kernel_cases import (
+    PAGED_PREFILL, PREFILL, PagedPrefillCase, PrefillCase, cu_seqlens, packed_inputs, paged_prefill_inputs,
+)
 from kernels import reference
 
 ON_CUDA = torch.cuda.is_available()
@@ -31,20 +33,11 @@ def _check_prefill(lens, num_q_heads, num_kv_heads, head_dim, causal, dtype, dev
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("lens", [[1], [19], [70]], ids=["len1", "len19", "len70"])
-def test_single_sequence(lens, causal, device):
-    _check_prefill(lens, 2, 2, 64, causal, torch.float32, device)
-
-
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize(
-    "num_q_heads, num_kv_heads, head_dim",
-    [(2, 2, 64), (4, 1, 80), (8, 1, 96)],
-    ids=["mha-d64", "gqa4-d80", "gqa8-d96"],
-)
-def test_mixed_lengths(num_q_heads, num_kv_heads, head_dim, causal, device):
-    # Very different lengths in one batch, an empty sequence and a length-1 one included.
-    _check_prefill([5, 40, 0, 1, 18], num_q_heads, num_kv_heads, head_dim, causal,
+@pytest.mark.parametrize("case", PREFILL.cpu, ids=PrefillCase.label)
+def test_prefill_fp32(case, causal, device):
+    # Single sequences of 1 to 70 tokens; ragged batches with an empty and a one-token
+    # sequence; GQA; head dims from 8 (below a dot tile's 16) to 96.
+    _check_prefill(list(case.lens), case.num_q_heads, case.num_kv_heads, case.head_dim, causal,
                    torch.float32, device)
 
 
@@ -56,9 +49,9 @@ def test_fp16(causal, device):
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("head_dim", [64, 80, 128])
-def test_half_precision_on_gpu(head_dim, causal, dtype, device):
-    _check_prefill([1, 300, 129, 1000, 64], 16, 4, head_dim, causal, dtype, device)
+@pytest.mark.parametrize("case", PREFILL.cpu + PREFILL.gpu, ids=PrefillCase.label)
+def test_half_precision_on_gpu(case, causal, dtype, device):
+    _check_prefill(list(case.lens), case.num_q_heads, case.num_kv_heads, case.head_dim, causal, dtype, device)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -101,49 +94,18 @@ def test_empty_batch(device):
     assert kernels.prefill_attention(q, k, v, cu, 0.125, False).shape == (0, 2, 64)
 
 
-def _paged_case(prefix_lens, new_lens, block_size, num_q_heads, num_kv_heads, head_dim, dtype,
-                device):
-    """A cache holding prefix + new rows per sequence in scattered blocks, and the new queries."""
-    context = [p + n for p, n in zip(prefix_lens, new_lens)]
-    blocks_per_seq = [-(-c // block_size) for c in context]
-    num_blocks = sum(blocks_per_seq) + 3  # spare blocks nobody owns
-    shape = (num_blocks, block_size, num_kv_heads, head_dim)
-    k_cache = torch.randn(shape, dtype=dtype, device=device)
-    v_cache = torch.randn(shape, dtype=dtype, device=device)
-    owners = torch.randperm(num_blocks, device=device).to(torch.int32)
-    # One spare column: block-table rows are wider than the longest sequence needs.
-    block_tables = torch.full((len(context), max(blocks_per_seq) + 1), num_blocks - 1,
-                              dtype=torch.int32, device=device)
-    taken = 0
-    for b, n in enumerate(blocks_per_seq):
-        block_tables[b, :n] = owners[taken:taken + n]
-        taken += n
-    q = torch.randn(sum(new_lens), num_q_heads, head_dim, dtype=dtype, device=device)
-    context_lens = torch.tensor(context, dtype=torch.int32, device=device)
-    return q, k_cache, v_cache, block_tables, cu_seqlens(new_lens, device), context_lens
-
-
-@pytest.mark.parametrize("block_size", [16, 32])
-def test_paged_prefill(block_size, device):
-    # Prefixes: none, shorter than a block, exactly a block, not a multiple of the block.
-    args = _paged_case([0, 5, 16, 40], [3, 1, 20, 37], block_size, 4, 2, 64, torch.float32,
-                       device)
+@pytest.mark.parametrize("case", PAGED_PREFILL.cpu, ids=PagedPrefillCase.label)
+def test_paged_prefill(case, device):
+    args = paged_prefill_inputs(case, torch.float32, device, poison=True)
     out = kernels.paged_prefill_attention(*args, 0.125)
     ref = reference.paged_prefill_attention(*args, 0.125)
     torch.testing.assert_close(out, ref, **TOL[torch.float32])
 
 
-def test_paged_prefill_gqa8_head_dim_80(device):
-    args = _paged_case([33, 0], [4, 21], 16, 8, 1, 80, torch.float32, device)
-    out = kernels.paged_prefill_attention(*args, 0.1)
-    torch.testing.assert_close(out, reference.paged_prefill_attention(*args, 0.1),
-                               **TOL[torch.float32])
-
-
 def test_paged_without_prefix_equals_causal_prefill(device):
     lens = [12, 35]
-    q, k_cache, v_cache, block_tables, cu, context_lens = _paged_case(
-        [0, 0], lens, 16, 2, 2, 64, torch.float32, device)
+    q, k_cache, v_cache, block_tables, cu, context_lens = paged_prefill_inputs(
+        PagedPrefillCase((0, 0), tuple(lens), 2, 2, 64, 16), torch.float32, device)
     # Read each sequence's rows back out of its blocks as contiguous k/v.
     k = torch.cat([k_cache[block_tables[b].long()].flatten(0, 1)[:n] for b, n in enumerate(lens)])
     v = torch.cat([v_cache[block_tables[b].long()].flatten(0, 1)[:n] for b, n in enumerate(lens)])
@@ -155,13 +117,12 @@ def test_paged_without_prefix_equals_causal_prefill(device):
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("block_size", [16, 32])
-def test_paged_prefill_half_precision_on_gpu(block_size, dtype, device):
-    args = _paged_case([0, 77, 2048, 500], [300, 1, 512, 129], block_size, 32, 8, 128, dtype,
-                       device)
-    out = kernels.paged_prefill_attention(*args, 128**-0.5)
-    ref = reference.paged_prefill_attention(*args, 128**-0.5)
-    torch.testing.assert_close(out, ref, **TOL[dtype])
+@pytest.mark.parametrize("case", PAGED_PREFILL.cpu + PAGED_PREFILL.gpu, ids=PagedPrefillCase.label)
+def test_paged_prefill_half_precision_on_gpu(case, dtype, device):
+    args = paged_prefill_inputs(case, dtype, device, poison=True)
+    scale = case.head_dim**-0.5
+    out = kernels.paged_prefill_attention(*args, scale)
+    torch.testing.assert_close(out, reference.paged_prefill_attention(*args, scale), **TOL[dtype])
 
 
 def _bad_prefill_calls(device):
@@ -184,8 +145,8 @@ def test_prefill_bad_arguments(case, device):
 
 
 def test_paged_prefill_bad_arguments(device):
-    q, k_cache, v_cache, block_tables, cu, context_lens = _paged_case(
-        [4, 0], [2, 3], 16, 4, 2, 64, torch.float32, device)
+    q, k_cache, v_cache, block_tables, cu, context_lens = paged_prefill_inputs(
+        PagedPrefillCase((4, 0), (2, 3), 4, 2, 64, 16), torch.float32, device)
     bad = {
         "block_tables": (q, k_cache, v_cache, block_tables.long(), cu, context_lens),
         "context_lens": (q, k_cache, v_cache, block_tables, cu, context_lens[:1]),
