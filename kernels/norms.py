@@ -11,7 +11,7 @@ Small hidden sizes put several rows in one program so each program still moves a
 import triton
 import triton.language as tl
 
-from . import _alloc, _checks
+from . import _alloc, _checks, _launch
 
 # Elements one program normalizes: enough to keep the memory pipeline busy, few enough
 # to stay in registers.
@@ -54,8 +54,7 @@ def _norm_kernel(
 
 def _rows(t, n_cols):
     """t as a [rows, n_cols] view with unit column stride (copying only if it must)."""
-    t2 = t.reshape(-1, n_cols)
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+    return _launch.unit_stride(t.reshape(-1, n_cols))
 
 
 def _norm(x, weight, bias, eps, residual, is_rms):
@@ -66,8 +65,10 @@ def _norm(x, weight, bias, eps, residual, is_rms):
         x2 = _rows(x, n_cols)
         r2 = x2 if residual is None else _rows(residual, n_cols)
         n_rows = x2.shape[0]
+        # Rows per program from the width alone: one compiled variant per hidden size, whatever
+        # the batch (the masked rows of a short batch cost nothing but idle lanes).
         block_cols = triton.next_power_of_2(n_cols)
-        block_rows = min(max(1, _ELEMENTS_PER_PROGRAM // block_cols), triton.next_power_of_2(n_rows))
+        block_rows = max(1, _ELEMENTS_PER_PROGRAM // block_cols)
         num_warps = min(max(block_rows * block_cols // 512, 1), 16)
         _norm_kernel[(triton.cdiv(n_rows, block_rows),)](
             x2, r2, weight, weight if bias is None else bias, y, y if h is None else h,

@@ -14,11 +14,8 @@ import torch
 import kernels
 from kernels import reference
 
+from ..kernel_cases import SAMPLING
 from . import rel_err, result_row, tolerance
-
-
-def _shapes(quick):
-    return [(4, 1000)] if quick else [(256, 151936), (256, 50257)]
 
 
 def torch_sample(logits, temperature, top_k, top_p):
@@ -74,7 +71,7 @@ def _sample_row(logits, dtype, shape, name, params, timer):
 
 def check(device, dtype, quick, timer):
     rows = []
-    for batch, vocab in _shapes(quick):
+    for batch, vocab in (SAMPLING.quick if quick else SAMPLING.gpu):
         shape = f"[{batch}, {vocab}]"
         logits = (torch.randn(batch, vocab, device=device) * 4).to(dtype)
         rows.append(_confidence_row(logits, dtype, shape, timer))

@@ -2,7 +2,8 @@
 
     .venv/bin/pytest benchmarks/microbench/test_sampling.py
 
-Tiny shapes on CPU (Triton's interpreter); a decode batch at Qwen2's vocabulary on CUDA.
+Shapes from benchmarks.kernel_cases: tiny ones on CPU (Triton's interpreter); decode batches
+at GPT-2's and Qwen2's vocabularies on CUDA.
 `sample` is also timed against eager sort-based sampling (softmax + sort + multinomial).
 """
 import pytest
@@ -11,11 +12,11 @@ import torch
 import kernels
 from kernels import reference
 from benchmarks.gpu_checks.sampling import torch_sample
+from benchmarks.kernel_cases import SAMPLING
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
 DTYPE = torch.bfloat16 if CUDA else torch.float32
-BATCH, VOCAB = (256, 151936) if CUDA else (4, 256)
 IMPLEMENTATIONS = {"triton": kernels, "reference": reference}
 # (temperature, top_k, top_p): plain temperature sampling, and the usual filtered setting
 SETTINGS = {"T1": (1.0, 0, 1.0), "T.8-k50-p.9": (0.8, 50, 0.9)}
@@ -27,32 +28,37 @@ def _sync(result):
     return result
 
 
-def _logits():
-    return (torch.randn(BATCH, VOCAB, device=DEVICE) * 4).to(DTYPE)
+SHAPES = SAMPLING.for_device(DEVICE)
 
 
-def _params(setting):
+def _logits(batch, vocab):
+    return (torch.randn(batch, vocab, device=DEVICE) * 4).to(DTYPE)
+
+
+def _params(batch, setting):
     temperature, top_k, top_p = SETTINGS[setting]
-    full = lambda value: torch.full((BATCH,), value, device=DEVICE)
-    seeds = torch.arange(BATCH, dtype=torch.int64, device=DEVICE)
+    full = lambda value: torch.full((batch,), value, device=DEVICE)
+    seeds = torch.arange(batch, dtype=torch.int64, device=DEVICE)
     return full(float(temperature)), full(top_k), full(float(top_p)), seeds
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("impl", [*IMPLEMENTATIONS, "torch"])
-def test_sample(benchmark, impl, setting):
-    benchmark.group = f"sample {setting} [{BATCH}, {VOCAB}]"
-    logits, params = _logits(), _params(setting)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_sample(benchmark, impl, setting, shape):
+    benchmark.group = f"sample {setting} {list(shape)}"
+    logits, params = _logits(*shape), _params(shape[0], setting)
     if impl == "torch":
         out = benchmark(lambda: _sync(torch_sample(logits, *params[:3])))
     else:
         out = benchmark(lambda: _sync(IMPLEMENTATIONS[impl].sample(logits, *params)))
-    assert out.shape == (BATCH,)
+    assert out.shape == (shape[0],)
 
 
-@pytest.mark.benchmark(group=f"confidence_argmax [{BATCH}, {VOCAB}]")
 @pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
-def test_confidence_argmax(benchmark, impl):
-    logits = _logits()
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_confidence_argmax(benchmark, impl, shape):
+    benchmark.group = f"confidence_argmax {list(shape)}"
+    logits = _logits(*shape)
     token, prob = benchmark(lambda: _sync(IMPLEMENTATIONS[impl].confidence_argmax(logits)))
-    assert token.shape == prob.shape == (BATCH,)
+    assert token.shape == prob.shape == (shape[0],)

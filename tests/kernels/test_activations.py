@@ -3,11 +3,9 @@ import pytest
 import torch
 
 import kernels
+from benchmarks.kernel_cases import ACTIVATION
 from kernels import reference
 from tests.kernels.matching import assert_matches, float_dtypes
-
-# Leading shapes with a single row, non-power-of-two widths, and more than one block per row.
-SHAPES = [(1, 128), (7, 160), (3, 5, 200), (2, 4864)]
 
 
 def _wide_range(shape, dtype, device):
@@ -15,7 +13,7 @@ def _wide_range(shape, dtype, device):
     return (torch.randn(shape, device=device) * 4).to(dtype)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("shape", ACTIVATION.cpu, ids=str)
 def test_silu_and_mul(shape, device):
     for dtype in float_dtypes(device):
         x = _wide_range(shape, dtype, device)
@@ -29,7 +27,7 @@ def test_silu_and_mul_strided_rows(device):
     assert_matches(kernels.silu_and_mul(x), reference.silu_and_mul(x), torch.float32)
 
 
-@pytest.mark.parametrize("shape", SHAPES + [(1,), (3001,)], ids=str)
+@pytest.mark.parametrize("shape", ACTIVATION.cpu + [(1,), (3001,)], ids=str)
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu(shape, approximate, device):
     for dtype in float_dtypes(device):

@@ -3,10 +3,9 @@ import pytest
 import torch
 
 import kernels
+from benchmarks.kernel_cases import NORM
 from kernels import reference
 from tests.kernels.matching import assert_matches, float_dtypes
-
-SHAPES = [(1, 64), (7, 80), (3, 5, 96), (5, 100), (2, 768)]
 
 
 def _inputs(shape, dtype, device, with_residual):
@@ -17,7 +16,7 @@ def _inputs(shape, dtype, device, with_residual):
     return x, weight, bias, residual
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("shape", NORM.cpu, ids=str)
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 def test_rms_norm(shape, with_residual, device):
     for dtype in float_dtypes(device):
@@ -26,7 +25,7 @@ def test_rms_norm(shape, with_residual, device):
         assert_matches(out, reference.rms_norm(x, weight, 1e-6, residual), dtype)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("shape", NORM.cpu, ids=str)
 @pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
 def test_layer_norm(shape, with_residual, with_bias, device):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import kernels
+from benchmarks.kernel_cases import STORE_KV
 from kernels import reference
 
 CPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]  # a copy: no tl.dot involved
@@ -21,17 +22,11 @@ def _slots(num_tokens, num_blocks, block_size, num_skipped, index_dtype, device)
 
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES)
-@pytest.mark.parametrize(
-    "num_tokens, heads, head_dim, block_size, num_skipped, index_dtype",
-    [
-        (1, 1, 32, 16, 0, torch.int32),
-        (7, 2, 80, 16, 3, torch.int64),
-        (37, 4, 96, 32, 5, torch.int32),
-        (5, 3, 64, 16, 5, torch.int32),  # every token skipped
-    ],
-)
-def test_store_kv_matches_reference(dtype, num_tokens, heads, head_dim, block_size, num_skipped,
-                                    index_dtype, device):
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=["int32", "int64"])
+@pytest.mark.parametrize("case", STORE_KV.cpu, ids=str)
+def test_store_kv_matches_reference(dtype, case, index_dtype, device):
+    """Distinct random slots, some -1 (one case skips every token)."""
+    num_tokens, heads, head_dim, block_size, num_skipped = case
     num_blocks = 4
     k = torch.randn(num_tokens, heads, head_dim, dtype=dtype, device=device)
     v = torch.randn(num_tokens, heads, head_dim, dtype=dtype, device=device)
