@@ -19,7 +19,7 @@ from .confidence import confidence_argmax  # noqa: E402
 from .decode_attention import decode_attention  # noqa: E402
 from .norms import layer_norm, rms_norm  # noqa: E402
 from .prefill_attention import paged_prefill_attention, prefill_attention  # noqa: E402
-from .rotary import rotary_embedding  # noqa: E402
+from .rotary import rotary_embedding, rotary_store_kv  # noqa: E402
 from .sampling import sample  # noqa: E402
 from .store_kv import store_kv  # noqa: E402
 
@@ -31,6 +31,7 @@ __all__ = [
     "rms_norm",
     "layer_norm",
     "rotary_embedding",
+    "rotary_store_kv",
     "silu_and_mul",
     "gelu",
     "sample",

@@ -188,6 +188,19 @@ def check_rotary(q, k, positions, cos_cache, sin_cache):
         raise ValueError("sin_cache must have the shape of cos_cache")
 
 
+def check_rotary_store_kv(q, k, v, positions, cos_cache, sin_cache, k_cache, v_cache, slot_mapping, bias=None):
+    check_rotary(q, k, positions, cos_cache, sin_cache)
+    check_kv_pair("k", k, "v", v, 3, "q", q)
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1, dtypes=FLOAT_DTYPES, device=q.device)
+        check_dim("bias", bias, 0, (q.shape[1] + 2 * k.shape[1]) * q.shape[2], "(Hq + 2 Hkv) * head_dim")
+    bound = [t is not None for t in (k_cache, v_cache, slot_mapping)]
+    if any(bound) and not all(bound):
+        raise ValueError("k_cache, v_cache and slot_mapping must be given together (or all be None)")
+    if all(bound):
+        check_store_kv(k, v, k_cache, v_cache, slot_mapping)
+
+
 def check_gated(x):
     check_tensor("x", x, dtypes=FLOAT_DTYPES)
     if x.dim() < 1 or x.shape[-1] % 2:

@@ -164,6 +164,37 @@ def rotary_embedding(q, k, positions, cos_cache, sin_cache):
     return rotate(q), rotate(k)
 
 
+@_checks.checked(_checks.check_rotary_store_kv)
+def rotary_store_kv(q, k, v, positions, cos_cache, sin_cache, k_cache, v_cache, slot_mapping, bias=None):
+    """The attention side of a Llama-family layer: (q_out, k_out, v_out), k_out / v_out stored.
+
+    With h = x + bias rounded to x's dtype (bias [(Hq + 2 Hkv) D]: q, k, then v; None adds
+    nothing): q_out, k_out = rotary(h_q), rotary(h_k) as `rotary_embedding` rotates them,
+    v_out = h_v, and the k_out / v_out rows go to cache slots slot_mapping[i] (-1 skipped),
+    as `store_kv` writes them. k_cache, v_cache and slot_mapping are all None when no cache is
+    bound. The outputs are views of one [T, Hq + 2 Hkv, D] tensor.
+    """
+    heads = [q.shape[1], k.shape[1], v.shape[1]]
+    x = torch.cat([q, k, v], dim=1)
+    if bias is not None:
+        x = (x.float() + bias.float().view(-1, x.shape[2])).to(q.dtype)
+    half = x.shape[2] // 2
+    angle_cos = cos_cache[positions.long()][:, None, :]
+    angle_sin = sin_cache[positions.long()][:, None, :]
+    rotated = x[:, : heads[0] + heads[1]].float()
+    x1, x2 = rotated[..., :half], rotated[..., half:]
+    x[:, : heads[0] + heads[1]] = torch.cat(
+        [x1 * angle_cos - x2 * angle_sin, x2 * angle_cos + x1 * angle_sin], dim=-1).to(x.dtype)
+    q_out, k_out, v_out = x.split(heads, dim=1)
+    if k_cache is not None:
+        keep = slot_mapping >= 0
+        slots = slot_mapping[keep].long()
+        blocks, offsets = slots // k_cache.shape[1], slots % k_cache.shape[1]
+        k_cache[blocks, offsets] = k_out[keep]
+        v_cache[blocks, offsets] = v_out[keep]
+    return q_out, k_out, v_out
+
+
 @_checks.checked(_checks.check_gated)
 def silu_and_mul(x):
     """SwiGLU: x [..., 2I] = [gate | up] -> silu(gate) * up of shape [..., I]."""

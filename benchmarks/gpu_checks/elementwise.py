@@ -1,5 +1,7 @@
 """Check and time the memory-bound kernels: rms_norm, layer_norm (with and without the fused
-residual add), rotary_embedding, silu_and_mul and gelu, each against torch eager.
+residual add), rotary_embedding, silu_and_mul and gelu, each against torch eager, and
+rotary_store_kv (bias, rotary and the cache store in one launch) against the two launches it
+replaces (rotary_embedding + store_kv).
 
 Bytes are what each kernel must at least read and write once; flops are reported as 0
 because none of this work runs on the tensor cores the roofline's compute ceiling describes
@@ -11,17 +13,11 @@ import torch.nn.functional as F
 import kernels
 from kernels import reference
 
+from ..kernel_cases import ACTIVATION, NORM, ROTARY
 from . import rel_err, result_row, tolerance
 
 EPS = 1e-5
-
-
-def _shapes(quick):
-    if quick:
-        return {"norm": (8, 80), "rotary": (4, 4, 2, 32), "gated": (4, 96), "gelu": (4, 160)}
-    # A 16k-token prefill of a Llama-8B-shaped layer; GELU at a BERT-large MLP width.
-    return {"norm": (16384, 4096), "rotary": (16384, 32, 8, 128), "gated": (8192, 2 * 14336),
-            "gelu": (16384, 4096)}
+BLOCK_SIZE = 16
 
 
 def _row(kernel, shape, dtype, outs, refs, run, baseline_name, baseline, bytes_moved, timer):
@@ -76,38 +72,63 @@ def _eager_rotary(q, k, positions, cos_cache, sin_cache):
     return rotate(q), rotate(k)
 
 
-def _rotary_row(device, dtype, shape, timer):
-    tokens, hq, hkv, d = shape
-    q = torch.randn(tokens, hq, d, device=device, dtype=dtype)
-    k = torch.randn(tokens, hkv, d, device=device, dtype=dtype)
+def _rotary_inputs(tokens, hq, hkv, d, dtype, device):
+    qkv = torch.randn(tokens, (hq + 2 * hkv) * d, device=device, dtype=dtype)
+    q, k, v = (t.view(tokens, -1, d) for t in qkv.split([hq * d, hkv * d, hkv * d], dim=1))
     angles = torch.rand(2 * tokens, d // 2, device=device) * 6.3
-    cos, sin = angles.cos(), angles.sin()
     positions = torch.randperm(2 * tokens, device=device)[:tokens]
+    return q, k, v, positions, angles.cos(), angles.sin()
+
+
+def _rotary_rows(device, dtype, shape, timer):
+    tokens, hq, hkv, d = shape
+    q, k, v, positions, cos, sin = _rotary_inputs(tokens, hq, hkv, d, dtype, device)
     args = (q, k, positions, cos, sin)
+    label = f"T={tokens} Hq={hq} Hkv={hkv} D={d}"
     # Read and write q and k once, read each token's position and its cos and sin rows.
-    moved = 2 * (q.numel() + k.numel()) * q.element_size() + tokens * (positions.element_size() + 2 * 4 * d // 2)
-    return _row(
-        "rotary_embedding", f"T={tokens} Hq={hq} Hkv={hkv} D={d}", dtype,
+    table_bytes = tokens * (positions.element_size() + 2 * 4 * d // 2)
+    moved = 2 * (q.numel() + k.numel()) * q.element_size() + table_bytes
+    rows = [_row(
+        "rotary_embedding", label, dtype,
         kernels.rotary_embedding(*args), reference.rotary_embedding(*args),
         lambda: kernels.rotary_embedding(*args), "eager rotate_half", lambda: _eager_rotary(*args),
         moved, timer,
-    )
+    )]
+
+    bias = torch.randn((hq + 2 * hkv) * d, device=device, dtype=dtype)
+    num_blocks = tokens // BLOCK_SIZE + 1
+    caches = [torch.zeros(num_blocks, BLOCK_SIZE, hkv, d, device=device, dtype=dtype) for _ in range(4)]
+    slots = torch.randperm(num_blocks * BLOCK_SIZE, device=device)[:tokens].to(torch.int32)
+    fused = (q, k, v, positions, cos, sin, caches[0], caches[1], slots, bias)
+    outs = kernels.rotary_store_kv(*fused)
+    refs = reference.rotary_store_kv(q, k, v, positions, cos, sin, caches[2], caches[3], slots, bias)
+
+    def unfused():  # the launches it replaces, on inputs that already hold the bias
+        q_rot, k_rot = kernels.rotary_embedding(*args)
+        kernels.store_kv(k_rot, v, caches[2], caches[3], slots)
+
+    # Read q, k, v and write them out, write k and v to the cache: 2 (Hq + 2 Hkv) + 2 Hkv rows of D.
+    fused_moved = (2 * (q.numel() + 2 * k.numel()) + 2 * k.numel()) * q.element_size() + table_bytes
+    rows.append(_row("rotary_store_kv", label + " +bias", dtype, (*outs, *caches[:2]), (*refs, *caches[2:]),
+                     lambda: kernels.rotary_store_kv(*fused), "rotary_embedding + store_kv", unfused,
+                     fused_moved, timer))
+    return rows
 
 
-def _activation_rows(device, dtype, gated_shape, gelu_shape, timer):
-    gated = torch.randn(gated_shape, device=device, dtype=dtype)
-    half = gated_shape[-1] // 2
+def _activation_rows(device, dtype, shape, timer):
+    """silu_and_mul on x [..., 2I] = shape, and both GELUs on the same x."""
+    gated = x = torch.randn(shape, device=device, dtype=dtype)
+    half = shape[-1] // 2
     out = [_row(
-        "silu_and_mul", str(list(gated_shape)), dtype,
+        "silu_and_mul", str(list(shape)), dtype,
         kernels.silu_and_mul(gated), reference.silu_and_mul(gated),
         lambda: kernels.silu_and_mul(gated), "F.silu(gate) * up",
         lambda: F.silu(gated[..., :half]) * gated[..., half:],
         gated.numel() * gated.element_size() * 3 // 2, timer,
     )]
-    x = torch.randn(gelu_shape, device=device, dtype=dtype)
     for approximate in ("none", "tanh"):
         out.append(_row(
-            f"gelu[{approximate}]", str(list(gelu_shape)), dtype,
+            f"gelu[{approximate}]", str(list(shape)), dtype,
             kernels.gelu(x, approximate), reference.gelu(x, approximate),
             lambda a=approximate: kernels.gelu(x, a), "F.gelu",
             lambda a=approximate: F.gelu(x, approximate=a),
@@ -117,9 +138,8 @@ def _activation_rows(device, dtype, gated_shape, gelu_shape, timer):
 
 
 def check(device, dtype, quick, timer):
-    shapes = _shapes(quick)
-    return (
-        _norm_rows(device, dtype, shapes["norm"], timer)
-        + [_rotary_row(device, dtype, shapes["rotary"], timer)]
-        + _activation_rows(device, dtype, shapes["gated"], shapes["gelu"], timer)
-    )
+    pick = (lambda cases: cases.quick) if quick else (lambda cases: cases.gpu)
+    rows = [row for shape in pick(NORM) for row in _norm_rows(device, dtype, shape, timer)]
+    rows += [row for shape in pick(ROTARY) for row in _rotary_rows(device, dtype, shape, timer)]
+    rows += [row for shape in pick(ACTIVATION) for row in _activation_rows(device, dtype, shape, timer)]
+    return rows
