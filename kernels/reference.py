@@ -235,35 +235,35 @@ def uniform_noise(seeds, vocab_size):
 
 
 def top_k_top_p_mask(logits, temperature, top_k, top_p):
-    """Which tokens each row may draw, [B, V] bool, after top-k and then top-p.
+    """Which tokens each row may draw, [B, V] bool, after top-k and then top-p (`sample`).
 
-    Top-k keeps tokens whose logit is >= the k-th largest (k = 0 keeps all). Top-p keeps the
-    smallest set of most probable remaining tokens whose probability (softmax of logits /
-    temperature over the top-k set) reaches top_p: every token with probability >= that of
-    the last token the set needs. Ties at a threshold are all kept.
+    With x = logits / T: top-k keeps x >= x_k, the k-th largest x (ties kept; k <= 0 or
+    k >= V keeps all). Top-p weighs the kept tokens in integers, w = floor(exp(x - max x) * 2^32),
+    and keeps x >= x_p, x_p the first value in descending order at which the running sum of w
+    reaches top_p * sum(w) (in fp64): the smallest set of most probable tokens holding top_p
+    of the mass, ties kept. The most probable token always stays; top_p >= 1 is off.
     """
     x = logits.float() / temperature.clamp_min(1e-6)[:, None]
     vocab = x.shape[1]
     sorted_x = x.sort(dim=-1, descending=True).values
-    k = torch.where((top_k <= 0) | (top_k > vocab), vocab, top_k).long()
-    kth = sorted_x.gather(1, (k - 1)[:, None])
-    allowed = x >= kth
-    probs = torch.softmax(x.masked_fill(~allowed, float("-inf")), dim=-1)
-    sorted_p = probs.sort(dim=-1, descending=True).values
-    before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each sorted position
-    needed = (before < top_p[:, None]) & (sorted_p > 0)
-    p_min = torch.where(needed, sorted_p, torch.inf).min(dim=-1, keepdim=True).values
-    return allowed & (probs >= p_min)
+    k = torch.where((top_k <= 0) | (top_k >= vocab), vocab, top_k).long()
+    x_k = sorted_x.gather(1, (k - 1)[:, None])
+    weights = (torch.exp(sorted_x - sorted_x[:, :1]) * 2.0**32).long()
+    running = torch.where(sorted_x >= x_k, weights, 0).cumsum(dim=-1)
+    target = top_p.double()[:, None] * running[:, -1:].double()
+    first = (running.double() < target).sum(dim=-1, keepdim=True).clamp_max(vocab - 1)
+    x_p = torch.where(top_p[:, None] < 1.0, sorted_x.gather(1, first), x_k)
+    return x >= torch.maximum(x_k, x_p)
 
 
 @_checks.checked(_checks.check_sample)
 def sample(logits, temperature, top_k, top_p, seeds):
     """Draw one token per row, int64 [B], from logits [B, V].
 
-    temperature [B] fp32 (0 = argmax), top_k [B] int (0 = off), top_p [B] fp32 (1.0 = off),
-    seeds [B] int64. The draw is Gumbel-max over the allowed tokens:
+    temperature [B] fp32 (<= 0: argmax of the logits), top_k [B] int (0 = off), top_p [B]
+    fp32 (1.0 = off), seeds [B] int64. The draw is Gumbel-max over the allowed tokens,
     argmax(logits / T - log(-log(u))) with u = uniform_noise(seeds), an exact sample from
-    softmax(logits / T) restricted to top_k_top_p_mask.
+    softmax(logits / T) restricted to top_k_top_p_mask; ties go to the lowest index.
     """
     greedy = logits.float().argmax(dim=-1)
     allowed = top_k_top_p_mask(logits, temperature, top_k, top_p)

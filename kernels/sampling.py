@@ -1,48 +1,89 @@
-"""Per-row sampling with temperature, top-k and top-p, without sorting the vocabulary.
+"""sample: one token per row of logits [B, V] with temperature, top-k and top-p, no sort.
 
-On a GPU one program owns one row of logits [B, V] and streams over its vocabulary in
-tiles (in Triton's interpreter a program takes a stack of rows, see `_rows_per_program`;
-every reduction is still per row). With x = logits / T (T clamped to >= 1e-6, as the
-reference does):
+The distribution, for a row with temperature T > 0 (x = logits / max(T, 1e-6), fp32):
+- top-k keeps K = {j : x_j >= x_k}, x_k the k-th largest x (ties counted; k <= 0 or k >= V:
+  everything);
+- top-p weighs the kept tokens in integers, w_j = floor(exp(x_j - M) * 2^32) with M = max x,
+  so sums are exact whatever their order; with S = sum_K w and target = top_p * S (fp64),
+  it keeps {j in K : x_j >= x_p}, x_p the largest value of K whose tokens at or above it
+  weigh >= target: the smallest set of most probable tokens reaching top_p of the mass, ties
+  kept. The most probable token always stays, however small top_p is (top_p = 0 included);
+  top_p >= 1 is off;
+- the draw is Gumbel-max over the kept tokens, token = argmax_j x_j - log(-log(u_j)) (lowest
+  index on ties), an exact sample from softmax(x) restricted to them, where u_j is the
+  counter-based uniform of `kernels.reference.uniform_noise` (murmur3's fmix32 of the token
+  index and the row's seed): a draw depends only on its row's logits, parameters and seed.
+Rows with T <= 0 are greedy: argmax of the logits, lowest index on ties.
 
-- greedy rows (T <= 0) return argmax(logits), the lowest index on ties;
-- otherwise the draw is Gumbel-max over the kept tokens,
-      token = argmax_{j kept} x_j - log(-log(u_j)),
-  an exact sample from softmax(x) restricted to the kept set, where u_j is the counter-based
-  uniform `kernels.reference.uniform_noise` reproduces bit for bit (murmur3's fmix32 of the
-  token index and the row's seed, in wrap-around uint32 arithmetic), so a draw depends only
-  on its row's logits, parameters and seed.
+Finding x_k and x_p without sorting. Both are "the largest key t with W(t) >= target", with
+W(t) = sum of w_j over the tokens whose key is >= t, keys being the fp32 values mapped to
+int32 so that integer order is float order (top-k: w = 1, target = k). A search keeps a
+bracket [lo, hi] of element keys holding t; each pass weighs PROBES evenly spaced candidates
+in it at once, keeps the sub-bracket where the criterion flips and snaps its ends to the
+element keys inside it. The bracket shrinks at least PROBES-fold per pass, so PASSES = 8
+passes always end on one key; real rows usually need 3 to 5.
 
-The kept set is {x_j >= x_k} (top-k: x_k the k-th largest value, ties kept), then among
-those {p_j >= p_min} (top-p: p = softmax over the top-k set, p_min the smallest probability
-the nucleus needs, i.e. the smallest value v whose strictly-larger mass is < top_p). Both
-thresholds are the largest t with  sum_{j: key_j >= t} w_j >= target:
-  top-k: key = x, w = 1, target = k;    top-p: key = p, w = p, target = top_p
-where keys are fp32 values mapped to int32 so that integer order is float order. The search
-over that integer range is exact: each pass over the vocabulary tiles evaluates the mass at
-PROBES evenly spaced candidate thresholds at once (a 16-way bisection), narrows the range to
-the bracket where the criterion flips and snaps the bracket's ends to element keys. That is
-at most ceil(32 / log2(PROBES)) = 8 passes, and 3 to 5 on real rows, where the bracket soon
-holds a single distinct value. The threshold found is always the key of an actual element,
-and ties at it are kept, as in the reference. Masses are fp32 sums in another order than
-the reference's sorted cumsum, so a row whose nucleus mass lands within rounding of top_p
-could keep a different set; top_p = 1 is exactly "off" (the reference's cumsum can round
-past 1 and drop a tail of ~1e-7 mass).
+Spread over the GPU. When the batch alone fills the GPU, one program owns one row and runs
+everything in one launch (`_sample_rows_kernel`): statistics, both searches with each pass's
+partials in registers, the draw. A small batch would leave most SMs idle that way, so there
+each row's vocabulary is cut into chunks, one program each, and a pass is one launch in which
+every program reduces the previous pass's per-chunk partials (integers, in a fixed order),
+derives the row's bracket and weighs its chunk at the new candidates. That schedule is fixed,
+19 launches: statistics, 8 top-k passes, 8 top-p passes, the draw (per-chunk Gumbel maxima)
+and the pick. Both layouts give the same tokens (integer sums do not depend on the
+chunking); their grids depend on shapes only (no host sync), and a row whose search has
+converged, or that uses no filter, skips the work. In Triton's interpreter a program takes a
+stack of rows (`plan`), which the per-row vectors below carry on a GPU too, with one row.
 """
-import os
+import dataclasses
 
 import torch
 import triton
 import triton.language as tl
 
-from . import _alloc, _checks
+from . import _alloc, _checks, _launch
 
-BLOCK = 2048  # tile of the streaming passes
-SEARCH_BLOCK = 256  # tile of the threshold search, whose working set is PROBES times larger
+BLOCK = 1024  # tile of the statistics and draw scans
+SEARCH_BLOCK = 256  # tile of the probe scans, whose working set is PROBES times larger
 PROBES = 16
+PASSES = 8  # 32 key bits / log2(PROBES): enough for any bracket
+MIN_CHUNK = 2048  # the least vocabulary a program scans
 INT32_MAX = tl.constexpr(2**31 - 1)
 INT32_MIN = tl.constexpr(-(2**31))
+WEIGHT_SCALE = tl.constexpr(4294967296.0)  # 2^32: w = floor(exp(x - M) * 2^32)
 
+
+@dataclasses.dataclass(frozen=True)
+class SamplePlan:
+    """How `sample` spreads [B, V] over programs: `rows` rows per program (1 on a GPU), each
+    row's vocabulary in chunks of `chunk` entries (a multiple of `block`), scanned in tiles of
+    `block` (statistics, draw) and `search_block` (the probe passes)."""
+
+    rows: int
+    chunk: int
+    block: int
+    search_block: int
+    chunk_block: int = 16  # per-chunk partials reduced this many chunks at a time
+
+
+def plan(batch: int, vocab: int, device) -> SamplePlan:
+    """One program per row (the single-launch kernel) once the batch alone fills the SMs;
+    below that about four programs per SM, in chunks of MIN_CHUNK entries at least. The interpreter pays per operation rather
+    than per element (and per call of a jitted helper), so there a program takes a stack of
+    whole rows in tiles as large as the statistics' (about 2^20 elements per probe tile)."""
+    block = min(BLOCK, triton.next_power_of_2(vocab))
+    whole_row = triton.cdiv(vocab, block) * block
+    if _launch.INTERPRETED:  # whole-row tiles too: fewer, larger numpy operations
+        rows = min(triton.next_power_of_2(max(batch, 1)), max(1, 2**20 // (block * PROBES)))
+        return SamplePlan(rows, whole_row, block, block, chunk_block=1)
+    search_block = min(SEARCH_BLOCK, block)
+    sms = _launch.sm_count(torch.device(device))
+    chunks_wanted = 1 if batch >= sms else triton.cdiv(4 * sms, max(batch, 1))
+    chunk = triton.cdiv(triton.cdiv(vocab, chunks_wanted), block) * block
+    return SamplePlan(1, min(max(chunk, MIN_CHUNK), whole_row), block, search_block)
+
+
+# ---- per-element math shared by the kernels ----
 
 @triton.jit
 def _uniform(seed, offs):
@@ -80,215 +121,392 @@ def _scaled_logits(row_ptrs, valid, offs, temperature):
 
 
 @triton.jit
-def _probs(x, x_max, sum_exp, x_floor):
-    """softmax over the tokens with x >= x_floor (the top-k set); 0 elsewhere. Row stats are [ROWS]."""
-    return tl.where(x >= x_floor[:, None], tl.div_rn(tl.exp(x - x_max[:, None]), sum_exp[:, None]), 0.0)
+def _any(flags):
+    return tl.sum(flags.to(tl.int32), axis=0) > 0
+
+
+# ---- per-row state shared by the kernels ----
+
+@triton.jit
+def _rows(batch, ROWS: tl.constexpr):
+    """This program's row slots, and the rows they read (slots past the batch redo its last row)."""
+    slots = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    return slots, tl.minimum(slots, batch - 1)
 
 
 @triton.jit
-def _row_extrema(row_ptrs, vocab, temperature, BLOCK: tl.constexpr):
-    """Per row: (max, min, argmax) of x; argmax takes the lowest index on ties."""
-    x_max = tl.full(row_ptrs.shape, float("-inf"), tl.float32)
-    x_min = tl.full(row_ptrs.shape, float("inf"), tl.float32)
-    arg = tl.zeros(row_ptrs.shape, tl.int32)
-    for start in range(0, vocab, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        valid = (offs < vocab)[None, :]
+def _row_params(temperature_ptr, top_k_ptr, top_p_ptr, rows, vocab):
+    """(T used for x, greedy, top-k on, top-p on, k, top_p) per row; greedy rows use T = 1."""
+    raw = tl.load(temperature_ptr + rows)
+    top_k = tl.load(top_k_ptr + rows)
+    top_p = tl.load(top_p_ptr + rows)
+    greedy = ~(raw > 0)
+    temperature = tl.where(greedy, 1.0, tl.maximum(raw, 1e-6))
+    use_top_k = ~greedy & (top_k > 0) & (top_k < vocab)
+    use_top_p = ~greedy & (top_p < 1.0)
+    return temperature, greedy, use_top_k, use_top_p, top_k, top_p
+
+
+@triton.jit
+def _row_extrema(max_ptr, min_ptr, rows, num_chunks, ROWS: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
+    """(max x, min x) per row from the statistics kernel's per-chunk partials [B, C]."""
+    x_max = tl.full([ROWS], float("-inf"), tl.float32)
+    x_min = tl.full([ROWS], float("inf"), tl.float32)
+    for c0 in range(0, num_chunks, CHUNK_BLOCK):
+        chunks = c0 + tl.arange(0, CHUNK_BLOCK)
+        offs = rows[:, None] * num_chunks + chunks[None, :]
+        ok = (chunks < num_chunks)[None, :]
+        x_max = tl.maximum(x_max, tl.max(tl.load(max_ptr + offs, mask=ok, other=float("-inf")), axis=1))
+        x_min = tl.minimum(x_min, tl.min(tl.load(min_ptr + offs, mask=ok, other=float("inf")), axis=1))
+    return x_max, x_min
+
+
+@triton.jit
+def _probe_keys(lo, hi, PROBES: tl.constexpr):
+    """[ROWS, PROBES] candidates evenly spaced over [lo, hi] (probe 0 = lo), and which are in it."""
+    probe_ids = tl.arange(0, PROBES).to(tl.int64)
+    step = (hi.to(tl.int64) - lo + PROBES) // PROBES
+    probes = lo[:, None] + probe_ids[None, :] * step[:, None]
+    return tl.minimum(probes, hi[:, None]).to(tl.int32), probes <= hi[:, None]
+
+
+@triton.jit
+def _reduce_partials(mass_ptr, above_ptr, below_ptr, rows, active, num_chunks,
+                     ROWS: tl.constexpr, PROBES: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
+    """Per row and probe over all chunks: W (sum), the smallest key at or above, the largest below."""
+    probe_ids = tl.arange(0, PROBES)
+    mass = tl.zeros([ROWS, PROBES], tl.int64)
+    min_above = tl.full([ROWS, PROBES], INT32_MAX, tl.int32)
+    max_below = tl.full([ROWS, PROBES], INT32_MIN, tl.int32)
+    for c0 in range(0, num_chunks, CHUNK_BLOCK):
+        chunks = c0 + tl.arange(0, CHUNK_BLOCK)
+        offs = ((rows[:, None, None] * num_chunks + chunks[None, :, None]) * PROBES
+                + probe_ids[None, None, :])
+        ok = active[:, None, None] & (chunks < num_chunks)[None, :, None]
+        mass += tl.sum(tl.load(mass_ptr + offs, mask=ok, other=0), axis=1)
+        min_above = tl.minimum(min_above, tl.min(tl.load(above_ptr + offs, mask=ok, other=INT32_MAX), axis=1))
+        max_below = tl.maximum(max_below, tl.max(tl.load(below_ptr + offs, mask=ok, other=INT32_MIN), axis=1))
+    return mass, min_above, max_below
+
+
+@triton.jit
+def _narrow(lo, hi, mass, min_above, max_below, target, PROBES: tl.constexpr):
+    """The bracket after one pass. W only falls as t grows, so the probes that meet the target
+    form a prefix: t lies between the last that meets it and the first that does not, each
+    snapped to the element keys next to it. Rows with lo == hi are left alone."""
+    _, in_range = _probe_keys(lo, hi, PROBES)
+    meets = (mass.to(tl.float64) >= target[:, None]) & in_range
+    lo_next = tl.maximum(lo, tl.max(tl.where(meets, min_above, INT32_MIN), axis=1))
+    hi_next = tl.minimum(hi, tl.min(tl.where(in_range & ~meets, max_below, INT32_MAX), axis=1))
+    active = lo < hi
+    return tl.where(active, lo_next, lo), tl.where(active, hi_next, hi)
+
+
+@triton.jit
+def _probe_scan(row_ptrs, start, end, temperature, lo, hi, by_mass, x_floor, x_max,
+                ROWS: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr):
+    """Partials of one chunk [start, end) at the probes of [lo, hi]; see `_reduce_partials`.
+
+    Weights: 1 per token (top-k), or w for the tokens of the top-k set x >= x_floor (top-p).
+    Per-lane partials across tiles, reduced once: no cross-warp reduction per tile.
+    """
+    probe_keys, _ = _probe_keys(lo, hi, PROBES)
+    mass = tl.zeros([ROWS, BLOCK, PROBES], tl.int64)
+    min_above = tl.full([ROWS, BLOCK, PROBES], INT32_MAX, tl.int32)
+    max_below = tl.full([ROWS, BLOCK, PROBES], INT32_MIN, tl.int32)
+    for tile in range(start, end, BLOCK):
+        # _scaled_logits, _weight and _order_key written out: the interpreter pays per call.
+        offs = tile + tl.arange(0, BLOCK)
+        valid = (offs < end)[None, :]
+        logits = tl.load(row_ptrs[:, None] + offs[None, :], mask=valid, other=float("-inf")).to(tl.float32)
+        x = tl.div_rn(logits, temperature[:, None])
+        counted = valid & (x >= x_floor[:, None])
+        weight = (tl.exp(x - x_max[:, None]) * WEIGHT_SCALE).to(tl.int64)
+        weight = tl.where(counted, tl.where(by_mass[:, None], weight, 1), 0)
+        bits = x.to(tl.int32, bitcast=True)
+        key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+        above = key[:, :, None] >= probe_keys[:, None, :]
+        mass += tl.where(above, weight[:, :, None], 0)
+        min_above = tl.minimum(min_above, tl.where(above & counted[:, :, None], key[:, :, None], INT32_MAX))
+        max_below = tl.maximum(max_below, tl.where(above | ~counted[:, :, None], INT32_MIN, key[:, :, None]))
+    return tl.sum(mass, axis=1), tl.min(min_above, axis=1), tl.max(max_below, axis=1)
+
+
+@triton.jit
+def _partial_offsets(slot, rows, chunk, batch, num_chunks, PROBES: tl.constexpr):
+    """[ROWS, PROBES] offsets of this program's partials in a [2, B, C, PROBES] buffer."""
+    return (((slot * batch + rows) * num_chunks + chunk)[:, None] * PROBES
+            + tl.arange(0, PROBES)[None, :])
+
+
+@triton.jit
+def _chunk_stats(row_ptrs, start, end, temperature, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """Per row over [start, end): max x, min x and the first index of the max."""
+    x_max = tl.full([ROWS], float("-inf"), tl.float32)
+    x_min = tl.full([ROWS], float("inf"), tl.float32)
+    arg = tl.zeros([ROWS], tl.int32)
+    for tile in range(start, end, BLOCK):
+        offs = tile + tl.arange(0, BLOCK)
+        valid = (offs < end)[None, :]
         x = _scaled_logits(row_ptrs, valid, offs, temperature)
         tile_max, tile_arg = tl.max(x, axis=1, return_indices=True, return_indices_tie_break_left=True)
         # Strictly greater: an equal max in a later tile keeps the earlier (lower) index.
-        arg = tl.where(tile_max > x_max, start + tile_arg, arg)
+        arg = tl.where(tile_max > x_max, tile + tile_arg, arg)
         x_max = tl.maximum(x_max, tile_max)
         x_min = tl.minimum(x_min, tl.min(tl.where(valid, x, float("inf")), axis=1))
     return x_max, x_min, arg
 
 
 @triton.jit
-def _sum_exp(row_ptrs, vocab, temperature, x_max, x_floor, BLOCK: tl.constexpr):
-    """Per row: sum of exp(x - x_max) over the tokens with x >= x_floor, the top-k set's softmax norm."""
-    total = tl.zeros(row_ptrs.shape, tl.float32)
-    for start in range(0, vocab, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        valid = (offs < vocab)[None, :]
+def _chunk_draw(row_ptrs, start, end, temperature, seeds, x_cut, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """Per row over [start, end): the best Gumbel score x - log(-log(u)) among x >= x_cut, and
+    its first index."""
+    best = tl.full([ROWS], float("-inf"), tl.float32)
+    arg = tl.zeros([ROWS], tl.int32)
+    for tile in range(start, end, BLOCK):
+        offs = tile + tl.arange(0, BLOCK)
+        valid = (offs < end)[None, :]
         x = _scaled_logits(row_ptrs, valid, offs, temperature)
-        total += tl.sum(tl.where(x >= x_floor[:, None], tl.exp(x - x_max[:, None]), 0.0), axis=1)
-    return total
-
-
-@triton.jit
-def _largest_threshold(row_ptrs, vocab, temperature, lo, hi, target, x_max, sum_exp, x_floor,
-                       BY_PROB: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr):
-    """Per row: the largest key t in [lo, hi] with sum_{key_j >= t} w_j >= target (module docstring).
-
-    BY_PROB=False: key = x, w = 1 (top-k). BY_PROB=True: key = w = p (top-p). Rows with
-    lo == hi are left alone. The caller guarantees the criterion at lo; for top-p it may fail
-    by rounding when the total mass is just below target, and lo, which keeps everything, is
-    returned.
-
-    Each pass also snaps the new bracket to the element keys inside it (the smallest key at
-    or above its start, the largest below its end), so the search stops as soon as one
-    distinct value is left, usually long before the bracket is a single integer.
-    """
-    probe_ids = tl.arange(0, PROBES).to(tl.int64)
-    while tl.sum((lo < hi).to(tl.int32), axis=0) > 0:
-        active = lo < hi
-        # PROBES brackets of `step` keys each cover [lo, hi]; probe c is the start of bracket c.
-        step = (hi.to(tl.int64) - lo + PROBES) // PROBES
-        probes = lo[:, None] + probe_ids[None, :] * step[:, None]
-        in_range = probes <= hi[:, None]
-        probe_keys = tl.minimum(probes, hi[:, None]).to(tl.int32)
-        # Per-lane partials across tiles, reduced once per pass: no cross-warp reduction per tile.
-        mass = tl.zeros([ROWS, BLOCK, PROBES], tl.float32)
-        min_above = tl.full([ROWS, BLOCK, PROBES], INT32_MAX, tl.int32)
-        max_below = tl.full([ROWS, BLOCK, PROBES], INT32_MIN, tl.int32)
-        for start in range(0, vocab, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            valid = (offs < vocab)[None, :]
-            x = _scaled_logits(row_ptrs, valid, offs, temperature)
-            if BY_PROB:
-                weight = _probs(x, x_max, sum_exp, x_floor)
-                key = weight.to(tl.int32, bitcast=True)
-            else:
-                weight = tl.where(valid, 1.0, 0.0)
-                key = _order_key(x)
-            # [ROWS, BLOCK, PROBES]: which elements sit at or above each probe.
-            above = key[:, :, None] >= probe_keys[:, None, :]
-            counted = valid[:, :, None]  # lanes past the vocabulary have no key
-            mass += tl.where(above, weight[:, :, None], 0.0)
-            min_above = tl.minimum(min_above, tl.where(above & counted, key[:, :, None], INT32_MAX))
-            max_below = tl.maximum(max_below, tl.where(above | ~counted, INT32_MIN, key[:, :, None]))
-        # The mass only falls as t grows, so the probes that meet the target form a prefix, and
-        # the answer lies between the last one that meets it and the first one that does not.
-        meets = (tl.sum(mass, axis=1) >= target[:, None]) & in_range
-        lo_next = tl.maximum(lo, tl.max(tl.where(meets, tl.min(min_above, axis=1), INT32_MIN), axis=1))
-        hi_next = tl.minimum(hi, tl.min(tl.where(in_range & ~meets, tl.max(max_below, axis=1), INT32_MAX), axis=1))
-        lo = tl.where(active, lo_next, lo)
-        hi = tl.where(active, hi_next, hi)
-    return lo
-
-
-@triton.jit
-def _gumbel_argmax(row_ptrs, vocab, temperature, seeds, x_floor, check_prob, x_max, sum_exp, p_floor,
-                   BLOCK: tl.constexpr):
-    """Per row: argmax of x - log(-log(u)) over the kept tokens (lowest index on ties)."""
-    best = tl.full(row_ptrs.shape, float("-inf"), tl.float32)
-    arg = tl.zeros(row_ptrs.shape, tl.int32)
-    for start in range(0, vocab, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        valid = (offs < vocab)[None, :]
-        x = _scaled_logits(row_ptrs, valid, offs, temperature)
-        keep = x >= x_floor[:, None]
-        if check_prob:
-            keep = keep & (_probs(x, x_max, sum_exp, x_floor) >= p_floor[:, None])
         u = _uniform(seeds[:, None], offs[None, :])
-        score = tl.where(keep, x + -tl.log(-tl.log(u)), float("-inf"))
+        score = tl.where(x >= x_cut[:, None], x + -tl.log(-tl.log(u)), float("-inf"))
         tile_best, tile_arg = tl.max(score, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        arg = tl.where(tile_best > best, start + tile_arg, arg)
+        arg = tl.where(tile_best > best, tile + tile_arg, arg)
         best = tl.maximum(best, tile_best)
-    return arg
+    return best, arg
 
 
 @triton.jit
-def _any(flags):
-    return tl.sum(flags.to(tl.int32), axis=0) > 0
+def _top_p_start(kth, use_top_k, use_top_p, x_max):
+    """Once x_k is known (its key `kth`): x_floor (-inf without top-k) and the top-p bracket
+    [key(x_floor), key(M)] (empty for rows without top-p)."""
+    x_floor = tl.where(use_top_k, _key_value(kth), float("-inf"))
+    return x_floor, tl.where(use_top_p, _order_key(x_floor), 0), tl.where(use_top_p, _order_key(x_max), 0)
 
 
 @triton.jit
-def _sample_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, out_ptr,
-                   batch, vocab, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr,
-                   SEARCH_BLOCK: tl.constexpr, PROBES: tl.constexpr):
-    slots = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    # Slots past the batch redo its last row (no masks, no NaN from all -inf rows); never stored.
-    rows = tl.minimum(slots, batch - 1)
+def _target(step, top_k, top_p, total, PASSES: tl.constexpr):
+    """W must reach k in the top-k passes, top_p * S in the top-p ones (fp64)."""
+    return tl.where(step < PASSES, top_k.to(tl.float64), top_p.to(tl.float64) * total.to(tl.float64))
+
+
+@triton.jit
+def _first_column(mass):
+    """mass[:, 0], the weight of the whole bracket (probe 0 is lo)."""
+    return tl.sum(tl.where(tl.arange(0, mass.shape[1])[None, :] == 0, mass, 0), axis=1)
+
+
+# ---- one program per row: the whole row in one launch ----
+
+@triton.jit
+def _sample_rows_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, out_ptr,
+                        batch, vocab, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+                        SEARCH_BLOCK: tl.constexpr, PROBES: tl.constexpr, PASSES: tl.constexpr):
+    """Statistics, both searches (each pass's partials stay in registers) and the draw."""
+    slots, rows = _rows(batch, ROWS)
+    temperature, greedy, use_top_k, use_top_p, top_k, top_p = _row_params(
+        temperature_ptr, top_k_ptr, top_p_ptr, rows, vocab)
     row_ptrs = logits_ptr + rows.to(tl.int64) * stride_row
-    raw_temperature = tl.load(temperature_ptr + rows)
-    top_k = tl.load(top_k_ptr + rows)
-    top_p = tl.load(top_p_ptr + rows)
-    seeds = tl.load(seeds_ptr + rows)
-
-    greedy = ~(raw_temperature > 0)
-    # x = logits / T; greedy rows use T = 1, so their x is the logits themselves.
-    temperature = tl.where(greedy, 1.0, tl.maximum(raw_temperature, 1e-6))
-    use_top_k = ~greedy & (top_k > 0) & (top_k < vocab)
-    use_top_p = ~greedy & (top_p < 1.0)
-
-    token = tl.zeros([ROWS], tl.int32)
-    x_max = tl.zeros([ROWS], tl.float32)
-    x_min = tl.zeros([ROWS], tl.float32)
-    if _any(greedy | use_top_k | use_top_p):
-        x_max, x_min, token = _row_extrema(row_ptrs, vocab, temperature, BLOCK)
+    x_max, x_min, token = _chunk_stats(row_ptrs, 0, vocab, temperature, ROWS, BLOCK)
     if _any(~greedy):
+        lo = tl.where(use_top_k, _order_key(x_min), 0)
+        hi = tl.where(use_top_k, _order_key(x_max), 0)
         x_floor = tl.full([ROWS], float("-inf"), tl.float32)
-        sum_exp = tl.full([ROWS], 1.0, tl.float32)
-        if _any(use_top_k):
-            lo = tl.where(use_top_k, _order_key(x_min), 0)
-            hi = tl.where(use_top_k, _order_key(x_max), 0)
-            kth = _largest_threshold(row_ptrs, vocab, temperature, lo, hi, top_k.to(tl.float32),
-                                     x_max, sum_exp, x_floor, False, ROWS, SEARCH_BLOCK, PROBES)
-            x_floor = tl.where(use_top_k, _key_value(kth), x_floor)
-        p_floor = tl.zeros([ROWS], tl.float32)
-        check_prob = _any(use_top_p)
-        if check_prob:
-            sum_exp = _sum_exp(row_ptrs, vocab, temperature, x_max, x_floor, BLOCK)
-            # The largest probability is exp(0) / sum_exp: the top of the search range.
-            p_top = tl.div_rn(1.0, sum_exp).to(tl.int32, bitcast=True)
-            lo = tl.zeros([ROWS], tl.int32)
-            hi = tl.where(use_top_p, p_top, 0)
-            p_key = _largest_threshold(row_ptrs, vocab, temperature, lo, hi, top_p,
-                                       x_max, sum_exp, x_floor, True, ROWS, SEARCH_BLOCK, PROBES)
-            p_floor = p_key.to(tl.float32, bitcast=True)
-        drawn = _gumbel_argmax(row_ptrs, vocab, temperature, seeds, x_floor, check_prob,
-                               x_max, sum_exp, p_floor, BLOCK)
+        total = tl.zeros([ROWS], tl.int64)
+        for step in range(2 * PASSES):
+            if _any(lo < hi):
+                by_mass = (tl.zeros([ROWS], tl.int32) + step) >= PASSES
+                mass, min_above, max_below = _probe_scan(row_ptrs, 0, vocab, temperature, lo, hi, by_mass,
+                                                         x_floor, x_max, ROWS, SEARCH_BLOCK, PROBES)
+                if step == PASSES:
+                    total = _first_column(mass)
+                target = _target(step, top_k, top_p, total, PASSES)
+                lo, hi = _narrow(lo, hi, mass, min_above, max_below, target, PROBES)
+            if step == PASSES - 1:
+                x_floor, lo, hi = _top_p_start(lo, use_top_k, use_top_p, x_max)
+        x_cut = tl.where(use_top_p, _key_value(lo), x_floor)
+        seeds = tl.load(seeds_ptr + rows)
+        _, drawn = _chunk_draw(row_ptrs, 0, vocab, temperature, seeds, x_cut, ROWS, BLOCK)
         token = tl.where(greedy, token, drawn)
     tl.store(out_ptr + slots, token.to(tl.int64), mask=slots < batch)
 
 
+# ---- several programs per row: one launch per pass, partials through memory ----
+
 @triton.jit
-def _uniform_noise_kernel(seeds_ptr, out_ptr, vocab, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    seed = tl.load(seeds_ptr + row)
-    tl.store(out_ptr + row.to(tl.int64) * vocab + offs, _uniform(seed, offs), mask=offs < vocab)
+def _stats_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, min_ptr, arg_ptr,
+                  batch, vocab, stride_row, chunk, num_chunks, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """Per row and chunk: max x, min x and the first index of the max, [B, C] each."""
+    slots, rows = _rows(batch, ROWS)
+    c = tl.program_id(1)
+    temperature, _, _, _, _, _ = _row_params(temperature_ptr, top_k_ptr, top_p_ptr, rows, vocab)
+    row_ptrs = logits_ptr + rows.to(tl.int64) * stride_row
+    start = c * chunk
+    x_max, x_min, arg = _chunk_stats(row_ptrs, start, tl.minimum(start + chunk, vocab), temperature, ROWS, BLOCK)
+    out = slots * num_chunks + c
+    ok = slots < batch
+    tl.store(max_ptr + out, x_max, mask=ok)
+    tl.store(min_ptr + out, x_min, mask=ok)
+    tl.store(arg_ptr + out, arg, mask=ok)
 
 
-def _rows_per_program(batch, block):
-    """One row per program on a GPU, where a row's streaming passes keep an SM busy. Triton's
-    interpreter pays Python overhead per operation rather than per element, so there a
-    program takes a whole stack of rows (about 2^20 elements per [ROWS, BLOCK, PROBES] tile)."""
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        return 1
-    return min(triton.next_power_of_2(batch), max(1, 2**20 // (block * PROBES)))
+@triton.jit(do_not_specialize=["step"])  # one compiled kernel for all 16 passes
+def _search_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, min_ptr,
+                   bounds_ptr, mass_ptr, above_ptr, below_ptr, kth_ptr, total_ptr,
+                   step, batch, vocab, stride_row, chunk, num_chunks,
+                   ROWS: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr,
+                   PASSES: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
+    """Pass `step` (0 .. 2 PASSES - 1; below PASSES for x_k, then for x_p). It first narrows the
+    bracket with the previous pass's partials (slot (step + 1) % 2 of bounds [2, 2, B] and of
+    the partials [2, B, C, PROBES]), then weighs its chunk at the new probes (slot step % 2).
+    Chunk 0's program keeps the row state: the bracket, x_k's key and S."""
+    slots, rows = _rows(batch, ROWS)
+    c = tl.program_id(1)
+    temperature, _, use_top_k, use_top_p, top_k, top_p = _row_params(
+        temperature_ptr, top_k_ptr, top_p_ptr, rows, vocab)
+    x_max, x_min = _row_extrema(max_ptr, min_ptr, rows, num_chunks, ROWS, CHUNK_BLOCK)
+    prev = (step + 1) % 2
+    lo = tl.where(use_top_k, _order_key(x_min), 0)
+    hi = tl.where(use_top_k, _order_key(x_max), 0)
+    x_floor = tl.full([ROWS], float("-inf"), tl.float32)
+    total = tl.zeros([ROWS], tl.int64)
+    if step > 0:
+        lo = tl.load(bounds_ptr + (prev * 2) * batch + rows)
+        hi = tl.load(bounds_ptr + (prev * 2 + 1) * batch + rows)
+        if step > PASSES + 1:
+            total = tl.load(total_ptr + rows)
+        if _any(lo < hi):
+            mass, min_above, max_below = _reduce_partials(
+                mass_ptr, above_ptr, below_ptr, rows + prev * batch, lo < hi, num_chunks,
+                ROWS, PROBES, CHUNK_BLOCK)
+            if step == PASSES + 1:  # the first top-p pass weighed the whole bracket
+                total = _first_column(mass)
+            lo, hi = _narrow(lo, hi, mass, min_above, max_below, _target(step - 1, top_k, top_p, total, PASSES),
+                             PROBES)
+        if step == PASSES:  # x_k found: the top-p bracket starts over the top-k set
+            x_floor, lo, hi = _top_p_start(lo, use_top_k, use_top_p, x_max)
+        if step > PASSES:
+            x_floor = tl.where(use_top_k, _key_value(tl.load(kth_ptr + rows)), float("-inf"))
+    if c == 0:
+        ok = slots < batch
+        slot = step % 2
+        tl.store(bounds_ptr + (slot * 2) * batch + slots, lo, mask=ok)
+        tl.store(bounds_ptr + (slot * 2 + 1) * batch + slots, hi, mask=ok)
+        if step == PASSES:
+            tl.store(kth_ptr + slots, _order_key(x_floor), mask=ok)
+        if step == PASSES + 1:
+            tl.store(total_ptr + slots, total, mask=ok)
+    active = lo < hi
+    if _any(active):
+        row_ptrs = logits_ptr + rows.to(tl.int64) * stride_row
+        start = c * chunk
+        by_mass = (tl.zeros([ROWS], tl.int32) + step) >= PASSES
+        mass, min_above, max_below = _probe_scan(row_ptrs, start, tl.minimum(start + chunk, vocab), temperature,
+                                                 lo, hi, by_mass, x_floor, x_max, ROWS, BLOCK, PROBES)
+        offs = _partial_offsets(step % 2, rows, c, batch, num_chunks, PROBES)
+        ok = (active & (slots < batch))[:, None]
+        tl.store(mass_ptr + offs, mass, mask=ok)
+        tl.store(above_ptr + offs, min_above, mask=ok)
+        tl.store(below_ptr + offs, max_below, mask=ok)
+
+
+@triton.jit
+def _draw_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, max_ptr, min_ptr,
+                 bounds_ptr, mass_ptr, above_ptr, below_ptr, kth_ptr, total_ptr, best_ptr, best_arg_ptr,
+                 batch, vocab, stride_row, chunk, num_chunks,
+                 ROWS: tl.constexpr, BLOCK: tl.constexpr, PROBES: tl.constexpr,
+                 PASSES: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
+    """The last top-p narrowing, then per chunk the best Gumbel score among the kept tokens."""
+    slots, rows = _rows(batch, ROWS)
+    c = tl.program_id(1)
+    temperature, _, use_top_k, use_top_p, top_k, top_p = _row_params(
+        temperature_ptr, top_k_ptr, top_p_ptr, rows, vocab)
+    x_max, _ = _row_extrema(max_ptr, min_ptr, rows, num_chunks, ROWS, CHUNK_BLOCK)
+    prev = (2 * PASSES - 1) % 2
+    lo = tl.load(bounds_ptr + (prev * 2) * batch + rows)
+    hi = tl.load(bounds_ptr + (prev * 2 + 1) * batch + rows)
+    if _any(lo < hi):
+        mass, min_above, max_below = _reduce_partials(mass_ptr, above_ptr, below_ptr, rows + prev * batch, lo < hi,
+                                                      num_chunks, ROWS, PROBES, CHUNK_BLOCK)
+        target = _target(2 * PASSES - 1, top_k, top_p, tl.load(total_ptr + rows), PASSES)
+        lo, hi = _narrow(lo, hi, mass, min_above, max_below, target, PROBES)
+    x_floor = tl.where(use_top_k, _key_value(tl.load(kth_ptr + rows)), float("-inf"))
+    x_cut = tl.where(use_top_p, _key_value(lo), x_floor)
+    row_ptrs = logits_ptr + rows.to(tl.int64) * stride_row
+    start = c * chunk
+    best, arg = _chunk_draw(row_ptrs, start, tl.minimum(start + chunk, vocab), temperature,
+                            tl.load(seeds_ptr + rows), x_cut, ROWS, BLOCK)
+    out = slots * num_chunks + c
+    ok = slots < batch
+    tl.store(best_ptr + out, best, mask=ok)
+    tl.store(best_arg_ptr + out, arg, mask=ok)
+
+
+@triton.jit
+def _pick_kernel(temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, arg_ptr, best_ptr, best_arg_ptr, out_ptr,
+                 batch, vocab, num_chunks, ROWS: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
+    """Per row: the index held by the first chunk with the largest value (the max x for greedy
+    rows, the best Gumbel score otherwise)."""
+    slots, rows = _rows(batch, ROWS)
+    _, greedy, _, _, _, _ = _row_params(temperature_ptr, top_k_ptr, top_p_ptr, rows, vocab)
+    top = tl.full([ROWS], float("-inf"), tl.float32)
+    token = tl.zeros([ROWS], tl.int32)
+    for c0 in range(0, num_chunks, CHUNK_BLOCK):
+        chunks = c0 + tl.arange(0, CHUNK_BLOCK)
+        offs = rows[:, None] * num_chunks + chunks[None, :]
+        ok = (chunks < num_chunks)[None, :]
+        value = tl.where(greedy[:, None], tl.load(max_ptr + offs, mask=ok, other=float("-inf")),
+                         tl.load(best_ptr + offs, mask=ok, other=float("-inf")))
+        index = tl.where(greedy[:, None], tl.load(arg_ptr + offs, mask=ok, other=0),
+                         tl.load(best_arg_ptr + offs, mask=ok, other=0))
+        block_top, block_at = tl.max(value, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        block_token = tl.sum(tl.where(tl.arange(0, CHUNK_BLOCK)[None, :] == block_at[:, None], index, 0), axis=1)
+        token = tl.where(block_top > top, block_token, token)
+        top = tl.maximum(top, block_top)
+    tl.store(out_ptr + slots, token.to(tl.int64), mask=slots < batch)
+
+
+def launch(logits, temperature, top_k, top_p, seeds, sample_plan: SamplePlan):
+    """`sample` with an explicit plan (tests force several chunks per row in the interpreter)."""
+    logits = _launch.unit_stride(logits)
+    batch, vocab = logits.shape
+    out = _alloc.empty((batch,), torch.int64, logits.device)
+    if batch == 0:
+        return out
+    params = (temperature.contiguous(), top_k.contiguous(), top_p.contiguous())
+    seeds = seeds.contiguous()
+    p = sample_plan
+    num_chunks = triton.cdiv(vocab, p.chunk)
+    if num_chunks == 1:
+        _sample_rows_kernel[(triton.cdiv(batch, p.rows),)](
+            logits, *params, seeds, out, batch, vocab, logits.stride(0),
+            ROWS=p.rows, BLOCK=p.block, SEARCH_BLOCK=p.search_block, PROBES=PROBES, PASSES=PASSES, num_warps=8,
+        )
+        return out
+    grid = (triton.cdiv(batch, p.rows), num_chunks)
+    dev, empty = logits.device, _alloc.empty
+    row_max, row_min = empty((batch, num_chunks), torch.float32, dev), empty((batch, num_chunks), torch.float32, dev)
+    row_arg = empty((batch, num_chunks), torch.int32, dev)
+    bounds = empty((2, 2, batch), torch.int32, dev)
+    partials = (empty((2, batch, num_chunks, PROBES), torch.int64, dev),
+                empty((2, batch, num_chunks, PROBES), torch.int32, dev),
+                empty((2, batch, num_chunks, PROBES), torch.int32, dev))
+    kth, total = empty((batch,), torch.int32, dev), empty((batch,), torch.int64, dev)
+    best, best_arg = empty((batch, num_chunks), torch.float32, dev), empty((batch, num_chunks), torch.int32, dev)
+    shape = (batch, vocab, logits.stride(0), p.chunk, num_chunks)
+    search = dict(PROBES=PROBES, PASSES=PASSES, CHUNK_BLOCK=p.chunk_block, num_warps=8)
+    _stats_kernel[grid](logits, *params, row_max, row_min, row_arg, *shape, ROWS=p.rows, BLOCK=p.block,
+                        num_warps=8)
+    for step in range(2 * PASSES):
+        _search_kernel[grid](logits, *params, row_max, row_min, bounds, *partials, kth, total, step, *shape,
+                             ROWS=p.rows, BLOCK=p.search_block, **search)
+    _draw_kernel[grid](logits, *params, seeds, row_max, row_min, bounds, *partials, kth, total, best, best_arg,
+                       *shape, ROWS=p.rows, BLOCK=p.block, **search)
+    _pick_kernel[(grid[0],)](*params, row_max, row_arg, best, best_arg, out, batch, vocab, num_chunks,
+                             ROWS=p.rows, CHUNK_BLOCK=p.chunk_block)
+    return out
 
 
 @_checks.checked(_checks.check_sample)
 def sample(logits, temperature, top_k, top_p, seeds):
     """Draw one token per row, int64 [B], from logits [B, V]; see `kernels.reference.sample`."""
-    logits = logits if logits.stride(1) == 1 else logits.contiguous()
-    batch, vocab = logits.shape
-    out = _alloc.empty((batch,), torch.int64, logits.device)
-    if batch == 0:
-        return out
-    block = min(BLOCK, triton.next_power_of_2(vocab))
-    search_block = min(SEARCH_BLOCK, block)
-    rows = _rows_per_program(batch, search_block)
-    _sample_kernel[(triton.cdiv(batch, rows),)](
-        logits, temperature.contiguous(), top_k.contiguous(), top_p.contiguous(), seeds.contiguous(), out,
-        batch, vocab, logits.stride(0), ROWS=rows, BLOCK=block, SEARCH_BLOCK=search_block, PROBES=PROBES,
-        num_warps=8,
-    )
-    return out
-
-
-def uniform_noise(seeds, vocab_size):
-    """The sampler's uniforms [B, V] fp32, the same bits as `kernels.reference.uniform_noise`."""
-    _checks.check_tensor("seeds", seeds, ndim=1, dtypes=(torch.int64,))
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
-    out = _alloc.empty((seeds.shape[0], vocab_size), torch.float32, seeds.device)
-    if seeds.shape[0] == 0:
-        return out
-    block = min(BLOCK, triton.next_power_of_2(vocab_size))
-    _uniform_noise_kernel[(seeds.shape[0], triton.cdiv(vocab_size, block))](
-        seeds.contiguous(), out, vocab_size, BLOCK=block
-    )
-    return out
+    return launch(logits, temperature, top_k, top_p, seeds, plan(*logits.shape, logits.device))
