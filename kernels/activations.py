@@ -10,7 +10,7 @@ overflow, because `tl.math.tanh` is not available in every Triton version this p
 import triton
 import triton.language as tl
 
-from . import _alloc, _checks
+from . import _alloc, _checks, _launch
 
 _BLOCK = 2048
 _NUM_WARPS = 8
@@ -48,8 +48,7 @@ def silu_and_mul(x):
     n_cols = x.shape[-1] // 2
     out = _alloc.empty((*x.shape[:-1], n_cols), x.dtype, x.device)
     if out.numel():
-        x2 = x.reshape(-1, 2 * n_cols)
-        x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+        x2 = _launch.unit_stride(x.reshape(-1, 2 * n_cols))
         block = min(_BLOCK, triton.next_power_of_2(n_cols))
         grid = (x2.shape[0], triton.cdiv(n_cols, block))
         _silu_and_mul_kernel[grid](x2, out, n_cols, x2.stride(0), BLOCK=block,

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _alloc, _checks
+from . import _alloc, _checks, _launch
 
 MAX_BLOCK = 4096
 
@@ -47,7 +47,7 @@ def _confidence_argmax_kernel(logits_ptr, token_ptr, prob_ptr, vocab, stride_row
 @_checks.checked(_checks.check_logits)
 def confidence_argmax(logits):
     """(argmax token int64 [B], its softmax probability fp32 [B]) of logits [B, V]."""
-    logits = logits if logits.stride(1) == 1 else logits.contiguous()
+    logits = _launch.unit_stride(logits)
     batch, vocab = logits.shape
     token = _alloc.empty((batch,), torch.int64, logits.device)
     prob = _alloc.empty((batch,), torch.float32, logits.device)
