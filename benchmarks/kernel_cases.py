@@ -15,7 +15,9 @@ a context hold NaN, so a kernel that reads past a context fails its comparison.
 import dataclasses
 
 import torch
-import triton
+
+import kernels  # noqa: F401  (selects Triton's interpreter on CPU before triton loads)
+import triton  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,25 +8,10 @@ prefill and decode sizes on CUDA.
 import pytest
 import torch
 
-import kernels
 from benchmarks.kernel_cases import ACTIVATION, NORM, ROTARY
-from kernels import reference
+from benchmarks.microbench.kernel_suite import DEVICE, DTYPE, IMPLEMENTATIONS as IMPLS, synced
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-DTYPE = torch.bfloat16 if CUDA else torch.float32
-IMPLS = {"triton": kernels, "reference": reference}
 BLOCK_SIZE = 16
-
-
-def _synced(fn, *args):
-    """Time the work, not the launch: wait for the GPU inside each measured call."""
-    def run():
-        out = fn(*args)
-        if CUDA:
-            torch.cuda.synchronize()
-        return out
-    return run
 
 
 def _randn(*shape):
@@ -38,7 +23,7 @@ def _randn(*shape):
 @pytest.mark.parametrize("shape", NORM.for_device(DEVICE), ids=str)
 def test_rms_norm(benchmark, impl, shape):
     x, residual, weight = _randn(*shape), _randn(*shape), _randn(shape[-1])
-    y, h = benchmark(_synced(IMPLS[impl].rms_norm, x, weight, 1e-6, residual))
+    y, h = benchmark(synced(IMPLS[impl].rms_norm, x, weight, 1e-6, residual))
     assert y.shape == h.shape == x.shape
 
 
@@ -47,7 +32,7 @@ def test_rms_norm(benchmark, impl, shape):
 @pytest.mark.parametrize("shape", NORM.for_device(DEVICE), ids=str)
 def test_layer_norm(benchmark, impl, shape):
     x, weight, bias = _randn(*shape), _randn(shape[-1]), _randn(shape[-1])
-    assert benchmark(_synced(IMPLS[impl].layer_norm, x, weight, bias, 1e-5)).shape == x.shape
+    assert benchmark(synced(IMPLS[impl].layer_norm, x, weight, bias, 1e-5)).shape == x.shape
 
 
 def _rotary_args(shape):
@@ -63,7 +48,7 @@ def _rotary_args(shape):
 @pytest.mark.parametrize("shape", ROTARY.for_device(DEVICE), ids=str)
 def test_rotary_embedding(benchmark, impl, shape):
     q, k, _, positions, cos, sin = _rotary_args(shape)
-    q_rot, k_rot = benchmark(_synced(IMPLS[impl].rotary_embedding, q, k, positions, cos, sin))
+    q_rot, k_rot = benchmark(synced(IMPLS[impl].rotary_embedding, q, k, positions, cos, sin))
     assert q_rot.shape == q.shape and k_rot.shape == k.shape
 
 
@@ -78,7 +63,7 @@ def test_rotary_store_kv(benchmark, impl, shape):
     num_blocks = tokens // BLOCK_SIZE + 1
     k_cache, v_cache = _randn(num_blocks, BLOCK_SIZE, hkv, d), _randn(num_blocks, BLOCK_SIZE, hkv, d)
     slots = torch.randperm(num_blocks * BLOCK_SIZE, device=DEVICE)[:tokens].to(torch.int32)
-    q_out, _, _ = benchmark(_synced(IMPLS[impl].rotary_store_kv, q, k, v, positions, cos, sin,
+    q_out, _, _ = benchmark(synced(IMPLS[impl].rotary_store_kv, q, k, v, positions, cos, sin,
                                     k_cache, v_cache, slots, bias))
     assert q_out.shape == q.shape
 
@@ -88,7 +73,7 @@ def test_rotary_store_kv(benchmark, impl, shape):
 @pytest.mark.parametrize("shape", ACTIVATION.for_device(DEVICE), ids=str)
 def test_silu_and_mul(benchmark, impl, shape):
     x = _randn(*shape)
-    assert benchmark(_synced(IMPLS[impl].silu_and_mul, x)).shape == (*shape[:-1], shape[-1] // 2)
+    assert benchmark(synced(IMPLS[impl].silu_and_mul, x)).shape == (*shape[:-1], shape[-1] // 2)
 
 
 @pytest.mark.benchmark(group="gelu")
@@ -97,4 +82,4 @@ def test_silu_and_mul(benchmark, impl, shape):
 @pytest.mark.parametrize("shape", ACTIVATION.for_device(DEVICE), ids=str)
 def test_gelu(benchmark, impl, approximate, shape):
     x = _randn(*shape)
-    assert benchmark(_synced(IMPLS[impl].gelu, x, approximate)).shape == x.shape
+    assert benchmark(synced(IMPLS[impl].gelu, x, approximate)).shape == x.shape

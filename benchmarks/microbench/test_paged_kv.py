@@ -8,20 +8,8 @@ ones with engine-shaped block tables on CUDA.
 import pytest
 import torch
 
-import kernels
 from benchmarks.kernel_cases import DECODE, STORE_KV, DecodeCase, decode_inputs
-from kernels import reference
-
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-DTYPE = torch.bfloat16 if CUDA else torch.float32
-IMPLEMENTATIONS = {"triton": kernels, "reference": reference}
-
-
-def _sync(result):
-    if CUDA:
-        torch.cuda.synchronize()
-    return result
+from benchmarks.microbench.kernel_suite import DEVICE, DTYPE, IMPLEMENTATIONS, synced
 
 
 @pytest.mark.benchmark(group="decode_attention")
@@ -29,8 +17,7 @@ def _sync(result):
 @pytest.mark.parametrize("case", DECODE.for_device(DEVICE), ids=DecodeCase.label)
 def test_decode_attention(benchmark, impl, case):
     args = decode_inputs(case, DTYPE, DEVICE)
-    fn = IMPLEMENTATIONS[impl].decode_attention
-    out = benchmark(lambda: _sync(fn(*args, case.head_dim ** -0.5)))
+    out = benchmark(synced(IMPLEMENTATIONS[impl].decode_attention, *args, case.head_dim ** -0.5))
     assert out.shape == args[0].shape
 
 
@@ -45,6 +32,5 @@ def test_store_kv(benchmark, impl, shape):
     k_cache = torch.zeros(num_blocks, block_size, heads, head_dim, dtype=DTYPE, device=DEVICE)
     v_cache = torch.zeros_like(k_cache)
     slots = torch.randperm(num_blocks * block_size, device=DEVICE)[:tokens].to(torch.int32)
-    fn = IMPLEMENTATIONS[impl].store_kv
-    benchmark(lambda: _sync(fn(k, v, k_cache, v_cache, slots)))
+    benchmark(synced(IMPLEMENTATIONS[impl].store_kv, k, v, k_cache, v_cache, slots))
     assert torch.equal(k_cache.view(-1, heads, head_dim)[slots.long()], k)

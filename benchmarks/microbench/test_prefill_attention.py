@@ -6,22 +6,9 @@ Shapes from benchmarks.kernel_cases: tiny ones on CPU (Triton's interpreter), 8k
 prefills on CUDA.
 """
 import pytest
-import torch
 
-import kernels
 from benchmarks.kernel_cases import PAGED_PREFILL, PREFILL, PagedPrefillCase, PrefillCase, packed_inputs, paged_prefill_inputs
-from kernels import reference
-
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-DTYPE = torch.bfloat16 if CUDA else torch.float32
-IMPLEMENTATIONS = {"triton": kernels, "reference": reference}
-
-
-def _sync(result):
-    if CUDA:
-        torch.cuda.synchronize()
-    return result
+from benchmarks.microbench.kernel_suite import DEVICE, DTYPE, IMPLEMENTATIONS, synced
 
 
 @pytest.mark.benchmark(group="prefill_attention")
@@ -30,8 +17,7 @@ def _sync(result):
 @pytest.mark.parametrize("case", PREFILL.for_device(DEVICE), ids=PrefillCase.label)
 def test_prefill_attention(benchmark, impl, causal, case):
     q, k, v, cu = packed_inputs(case.lens, case.num_q_heads, case.num_kv_heads, case.head_dim, DTYPE, DEVICE)
-    fn = IMPLEMENTATIONS[impl].prefill_attention
-    out = benchmark(lambda: _sync(fn(q, k, v, cu, case.head_dim**-0.5, causal)))
+    out = benchmark(synced(IMPLEMENTATIONS[impl].prefill_attention, q, k, v, cu, case.head_dim**-0.5, causal))
     assert out.shape == q.shape
 
 
@@ -40,6 +26,5 @@ def test_prefill_attention(benchmark, impl, causal, case):
 @pytest.mark.parametrize("case", PAGED_PREFILL.for_device(DEVICE), ids=PagedPrefillCase.label)
 def test_paged_prefill_attention(benchmark, impl, case):
     args = paged_prefill_inputs(case, DTYPE, DEVICE)
-    fn = IMPLEMENTATIONS[impl].paged_prefill_attention
-    out = benchmark(lambda: _sync(fn(*args, case.head_dim ** -0.5)))
+    out = benchmark(synced(IMPLEMENTATIONS[impl].paged_prefill_attention, *args, case.head_dim ** -0.5))
     assert out.shape == args[0].shape

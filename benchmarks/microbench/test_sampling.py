@@ -9,25 +9,12 @@ at GPT-2's and Qwen2's vocabularies on CUDA.
 import pytest
 import torch
 
-import kernels
-from kernels import reference
 from benchmarks.gpu_checks.sampling import torch_sample
 from benchmarks.kernel_cases import SAMPLING
+from benchmarks.microbench.kernel_suite import DEVICE, DTYPE, IMPLEMENTATIONS, synced
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
-DTYPE = torch.bfloat16 if CUDA else torch.float32
-IMPLEMENTATIONS = {"triton": kernels, "reference": reference}
 # (temperature, top_k, top_p): plain temperature sampling, and the usual filtered setting
 SETTINGS = {"T1": (1.0, 0, 1.0), "T.8-k50-p.9": (0.8, 50, 0.9)}
-
-
-def _sync(result):
-    if CUDA:
-        torch.cuda.synchronize()
-    return result
-
-
 SHAPES = SAMPLING.for_device(DEVICE)
 
 
@@ -49,9 +36,9 @@ def test_sample(benchmark, impl, setting, shape):
     benchmark.group = f"sample {setting} {list(shape)}"
     logits, params = _logits(*shape), _params(shape[0], setting)
     if impl == "torch":
-        out = benchmark(lambda: _sync(torch_sample(logits, *params[:3])))
+        out = benchmark(synced(torch_sample, logits, *params[:3]))
     else:
-        out = benchmark(lambda: _sync(IMPLEMENTATIONS[impl].sample(logits, *params)))
+        out = benchmark(synced(IMPLEMENTATIONS[impl].sample, logits, *params))
     assert out.shape == (shape[0],)
 
 
@@ -60,5 +47,5 @@ def test_sample(benchmark, impl, setting, shape):
 def test_confidence_argmax(benchmark, impl, shape):
     benchmark.group = f"confidence_argmax {list(shape)}"
     logits = _logits(*shape)
-    token, prob = benchmark(lambda: _sync(IMPLEMENTATIONS[impl].confidence_argmax(logits)))
+    token, prob = benchmark(synced(IMPLEMENTATIONS[impl].confidence_argmax, logits))
     assert token.shape == prob.shape == (shape[0],)
