@@ -27,7 +27,7 @@ def _silu_and_mul_kernel(x_ptr, out_ptr, n_cols, x_row_stride, BLOCK: tl.constex
     tl.store(out_ptr + row * n_cols + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_elements"])  # one compiled kernel for every batch
 def _gelu_kernel(x_ptr, out_ptr, n_elements, TANH: tl.constexpr, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n_elements

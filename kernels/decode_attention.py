@@ -37,7 +37,7 @@ import triton.language as tl
 from . import _alloc, _checks, _launch
 
 MIN_PARTITION = 256  # context rows below which a split costs more to merge than it saves
-MAX_SPLITS = 64  # bounds the merge kernel's [splits, D] tile
+MAX_SPLITS = 64  # the merge kernel's [splits, D] tile (fixed: one compiled merge per head_dim)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +50,12 @@ class DecodeConfig:
 
 
 def default_config(dtype: torch.dtype, head_dim: int) -> DecodeConfig:
-    """64-row K/V tiles, three in flight while a tile pair (K and V) fits in 32 KiB, two
-    beyond; 32-row tiles when a 64-row pair would pass 64 KiB (fp32 at head_dim 256)."""
-    row_bytes = 2 * _launch.dot_block(head_dim) * dtype.itemsize  # one K row and one V row
-    block_n = 64 if 64 * row_bytes <= 64 * 1024 else 32
-    return DecodeConfig(block_n=block_n, num_warps=4, num_stages=3 if block_n * row_bytes <= 32 * 1024 else 2)
+    """64-row K/V tiles; 32 in fp32, whose full-precision dots keep their operands in
+    registers (64 rows spill at head_dim 128 on sm_80). Three tiles in flight while a K and V
+    tile pair fits in 32 KiB, two beyond."""
+    block_n = 32 if dtype == torch.float32 else 64
+    tile_bytes = 2 * block_n * _launch.dot_block(head_dim) * dtype.itemsize  # one K and one V tile
+    return DecodeConfig(block_n=block_n, num_warps=4, num_stages=3 if tile_bytes <= 32 * 1024 else 2)
 
 
 @triton.jit
@@ -66,7 +67,8 @@ def _split_plan(context_len, max_splits, MIN_PARTITION: tl.constexpr, BLOCK_N: t
     return tl.maximum((context_len + rows - 1) // rows, 1), rows
 
 
-@triton.jit
+# Batch and model sizes stay runtime values: one compiled kernel serves every batch bucket.
+@triton.jit(do_not_specialize=["max_splits", "num_q_heads", "group"])
 def _decode_partition_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
     out_ptr, m_ptr, l_ptr, acc_ptr,
@@ -141,7 +143,7 @@ def _decode_partition_kernel(
         tl.store(acc_ptr + row[:, None] * HEAD_DIM + dims[None, :], acc, mask=out_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["max_splits", "num_q_heads"])
 def _merge_partitions_kernel(
     out_ptr, m_ptr, l_ptr, acc_ptr, context_lens_ptr, max_splits, num_q_heads,
     stride_ob, stride_oh,
@@ -220,7 +222,7 @@ def launch(q, k_cache, v_cache, block_tables, context_lens, scale, config: Decod
     if splits > 1:
         _merge_partitions_kernel[(batch, num_q_heads)](
             out, m, l, acc, context_lens, splits, num_q_heads, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, D_PAD=d_pad, SPLITS_PAD=triton.next_power_of_2(splits),
+            HEAD_DIM=head_dim, D_PAD=d_pad, SPLITS_PAD=MAX_SPLITS,
             BLOCK_N=config.block_n, MIN_PARTITION=MIN_PARTITION,
             num_warps=4,
         )

@@ -18,7 +18,7 @@ from . import _alloc, _checks, _launch
 _ELEMENTS_PER_PROGRAM = 4096
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows"])  # one compiled kernel for every batch
 def _norm_kernel(
     x_ptr, residual_ptr, weight_ptr, bias_ptr, y_ptr, h_ptr,
     n_rows, n_cols, x_row_stride, residual_row_stride, eps,

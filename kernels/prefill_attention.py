@@ -108,7 +108,7 @@ def _owning_sequence(cu_seqlens_q, num_seqs, tile, BLOCK_M: tl.constexpr, SEQ_BL
     return seq, first_tile
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_seqs", "num_q_heads", "group_size"])  # one kernel for every batch
 def _prefill_attention_kernel(
     Q, K, V, O, cu_seqlens_q, context_lens, block_tables,
     stride_qt, stride_qh, stride_ot, stride_oh,

@@ -68,19 +68,21 @@ class SamplePlan:
 
 def plan(batch: int, vocab: int, device) -> SamplePlan:
     """One program per row (the single-launch kernel) once the batch alone fills the SMs;
-    below that about four programs per SM, in chunks of MIN_CHUNK entries at least. The interpreter pays per operation rather
-    than per element (and per call of a jitted helper), so there a program takes a stack of
-    whole rows in tiles as large as the statistics' (about 2^20 elements per probe tile)."""
+    below that about four programs per SM, in chunks of MIN_CHUNK entries at least.
+
+    The interpreter pays per operation (and per call of a jitted helper) rather than per
+    element, so there a program takes a stack of whole rows, and the probe passes use tiles
+    as large as the statistics' (about 2^20 elements per [rows, tile, PROBES] tile).
+    """
     block = min(BLOCK, triton.next_power_of_2(vocab))
     whole_row = triton.cdiv(vocab, block) * block
-    if _launch.INTERPRETED:  # whole-row tiles too: fewer, larger numpy operations
+    if _launch.INTERPRETED:
         rows = min(triton.next_power_of_2(max(batch, 1)), max(1, 2**20 // (block * PROBES)))
         return SamplePlan(rows, whole_row, block, block, chunk_block=1)
-    search_block = min(SEARCH_BLOCK, block)
     sms = _launch.sm_count(torch.device(device))
     chunks_wanted = 1 if batch >= sms else triton.cdiv(4 * sms, max(batch, 1))
     chunk = triton.cdiv(triton.cdiv(vocab, chunks_wanted), block) * block
-    return SamplePlan(1, min(max(chunk, MIN_CHUNK), whole_row), block, search_block)
+    return SamplePlan(1, min(max(chunk, MIN_CHUNK), whole_row), block, min(SEARCH_BLOCK, block))
 
 
 # ---- per-element math shared by the kernels ----
@@ -297,7 +299,8 @@ def _first_column(mass):
 
 # ---- one program per row: the whole row in one launch ----
 
-@triton.jit
+# Batch-dependent sizes stay runtime values: one compiled kernel serves every batch.
+@triton.jit(do_not_specialize=["batch"])
 def _sample_rows_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, out_ptr,
                         batch, vocab, stride_row, ROWS: tl.constexpr, BLOCK: tl.constexpr,
                         SEARCH_BLOCK: tl.constexpr, PROBES: tl.constexpr, PASSES: tl.constexpr):
@@ -332,7 +335,7 @@ def _sample_rows_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds
 
 # ---- several programs per row: one launch per pass, partials through memory ----
 
-@triton.jit
+@triton.jit(do_not_specialize=["batch", "chunk", "num_chunks"])
 def _stats_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, min_ptr, arg_ptr,
                   batch, vocab, stride_row, chunk, num_chunks, ROWS: tl.constexpr, BLOCK: tl.constexpr):
     """Per row and chunk: max x, min x and the first index of the max, [B, C] each."""
@@ -349,7 +352,7 @@ def _stats_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, mi
     tl.store(arg_ptr + out, arg, mask=ok)
 
 
-@triton.jit(do_not_specialize=["step"])  # one compiled kernel for all 16 passes
+@triton.jit(do_not_specialize=["step", "batch", "chunk", "num_chunks"])  # one kernel for all passes
 def _search_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, min_ptr,
                    bounds_ptr, mass_ptr, above_ptr, below_ptr, kth_ptr, total_ptr,
                    step, batch, vocab, stride_row, chunk, num_chunks,
@@ -409,7 +412,7 @@ def _search_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, m
         tl.store(below_ptr + offs, max_below, mask=ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["batch", "chunk", "num_chunks"])
 def _draw_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, max_ptr, min_ptr,
                  bounds_ptr, mass_ptr, above_ptr, below_ptr, kth_ptr, total_ptr, best_ptr, best_arg_ptr,
                  batch, vocab, stride_row, chunk, num_chunks,
@@ -441,7 +444,7 @@ def _draw_kernel(logits_ptr, temperature_ptr, top_k_ptr, top_p_ptr, seeds_ptr, m
     tl.store(best_arg_ptr + out, arg, mask=ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["batch", "num_chunks"])
 def _pick_kernel(temperature_ptr, top_k_ptr, top_p_ptr, max_ptr, arg_ptr, best_ptr, best_arg_ptr, out_ptr,
                  batch, vocab, num_chunks, ROWS: tl.constexpr, CHUNK_BLOCK: tl.constexpr):
     """Per row: the index held by the first chunk with the largest value (the max x for greedy

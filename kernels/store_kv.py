@@ -11,14 +11,13 @@ import triton.language as tl
 from . import _checks
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_heads"])  # one compiled kernel per padded head count
 def _store_kv_kernel(
     k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_mapping_ptr,
     stride_kt, stride_kh, stride_kd,
     stride_vt, stride_vh, stride_vd,
-    stride_cb, stride_cs, stride_ch, stride_cd,
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-    H_PAD: tl.constexpr, D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    stride_cb, stride_cs, stride_ch, stride_cd, num_heads,
+    HEAD_DIM: tl.constexpr, H_PAD: tl.constexpr, D_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
 ):
     token = tl.program_id(0)
     slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
@@ -26,7 +25,7 @@ def _store_kv_kernel(
         return
     heads = tl.arange(0, H_PAD)
     dims = tl.arange(0, D_PAD)
-    mask = (heads[:, None] < NUM_HEADS) & (dims[None, :] < HEAD_DIM)
+    mask = (heads[:, None] < num_heads) & (dims[None, :] < HEAD_DIM)
 
     k = tl.load(k_ptr + token * stride_kt + heads[:, None] * stride_kh + dims[None, :] * stride_kd, mask=mask)
     v = tl.load(v_ptr + token * stride_vt + heads[:, None] * stride_vh + dims[None, :] * stride_vd, mask=mask)
@@ -49,8 +48,8 @@ def store_kv(k, v, k_cache, v_cache, slot_mapping):
         return
     _store_kv_kernel[(num_tokens,)](
         k, v, k_cache, v_cache, slot_mapping,
-        *k.stride(), *v.stride(), *k_cache.stride(),
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim,
+        *k.stride(), *v.stride(), *k_cache.stride(), num_heads,
+        HEAD_DIM=head_dim,
         H_PAD=triton.next_power_of_2(num_heads), D_PAD=triton.next_power_of_2(head_dim),
         BLOCK_SIZE=k_cache.shape[1],
     )
