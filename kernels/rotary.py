@@ -97,7 +97,12 @@ def _launch_rotary(q, k, v, bias, positions, cos_cache, sin_cache, outs, caches,
     q, k = _launch.unit_stride(q), _launch.unit_stride(k)
     v = k if v is None else _launch.unit_stride(v)
     q_out, k_out, v_out = (*outs, outs[1]) if len(outs) == 2 else outs
-    cos_cache, sin_cache = cos_cache.contiguous(), sin_cache.contiguous()
+    positions, cos_cache, sin_cache = positions.contiguous(), cos_cache.contiguous(), sin_cache.contiguous()
+    if caches is not None:
+        if caches[0].stride() != caches[1].stride() or caches[0].stride(-1) != 1:
+            raise ValueError("k_cache and v_cache must share their strides, with head_dim contiguous; got "
+                             f"{caches[0].stride()} and {caches[1].stride()}")
+        slot_mapping = slot_mapping.contiguous()
     k_cache, v_cache = caches if caches is not None else (k_out, v_out)
     cache_strides = k_cache.stride()[:3] if caches is not None else (0, 0, 0)
     block_q, block_kv = triton.next_power_of_2(n_q_heads), triton.next_power_of_2(n_kv_heads)

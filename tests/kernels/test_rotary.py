@@ -158,6 +158,7 @@ def test_rotary_store_kv_outputs_are_one_buffer(device):
         (lambda a: {"v_cache": None}, "together"),
         (lambda a: {"slot_mapping": a["slot_mapping"][:2]}, "slot_mapping"),
         (lambda a: {"k_cache": a["k_cache"].half()}, "k_cache"),
+        (lambda a: {"v_cache": a["v_cache"].transpose(2, 3).contiguous().transpose(2, 3)}, "strides"),
     ],
 )
 def test_rotary_store_kv_rejects_bad_arguments(change, message, device):
