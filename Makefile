@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # CPU machines take the local CPU wheel of torch (seconds); a GPU machine keeps or pulls a CUDA build.
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 PYTEST_ARGS ?=
+# Without a GPU the kernel check runs its tiny shapes in Triton's interpreter.
+GPU_CHECK_ARGS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo --quick)
 
 .PHONY: setup test bench bench-quick bench-speculative microbench kernels-check scale-check gpu clean
 
@@ -36,9 +38,13 @@ bench-speculative: setup
 microbench: setup
 	$(PY) -m pytest benchmarks/microbench --benchmark-only --benchmark-autosave -q
 
-# every kernel against its reference, timed against torch and the measured roofline
+# registers, spills and shared memory of every kernel configuration for sm_90 and sm_80 (Triton's
+# GPU compiler, no GPU needed), then every kernel against its reference, timed against torch and
+# the measured roofline (tiny shapes in the interpreter without a GPU); tables and JSON in
+# benchmarks/results/<date>-<machine>/
 kernels-check: setup
-	$(PY) -m benchmarks.gpu_check
+	$(PY) -m benchmarks.compile_report --jobs 2
+	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 # AR at real model sizes (random GPT-2 124M and a 1.5B Llama) against HF generate() and the roofline
 scale-check: setup
