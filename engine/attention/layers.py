@@ -18,9 +18,10 @@ class PagedAttention(nn.Module):
         self.scale = scale
         self.k_cache = self.v_cache = None
 
-    def forward(self, q, k, v, meta):
-        """q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]."""
-        return self.backend.paged(q, k, v, self.k_cache, self.v_cache, self.scale, meta)
+    def forward(self, q, k, v, meta, rope=None):
+        """q [T, Hq, D], k/v [T, Hkv, D] -> [T, Hq, D]; with a `Rope`, q and k are rotated
+        (and the projection's bias added) before k/v are stored."""
+        return self.backend.paged(q, k, v, self.k_cache, self.v_cache, self.scale, meta, rope)
 
 
 class EncoderAttention(nn.Module):

@@ -25,6 +25,18 @@ MODES = ("prefill", "paged_prefill", "decode", "encoder")
 
 
 @dataclass
+class Rope:
+    """What a rotary layer hands its attention: the step's positions, the fp32 cos/sin tables
+    [max_positions, D / 2], and the q/k/v projection's bias (added here, not in the matmul,
+    so bias, rotation and the cache store are one kernel on GPUs)."""
+
+    positions: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
+    bias: torch.Tensor | None = None
+
+
+@dataclass
 class AttentionMetadata:
     mode: str  # one of MODES
     cu_seqlens_q: torch.Tensor  # int32 [B+1]

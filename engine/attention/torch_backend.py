@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kernels import reference
+
 
 @dataclass
 class _Plan:
@@ -135,8 +137,12 @@ class TorchAttention:
             meta.plan = make_plan(meta, None if cache is None else cache.shape[1])
         return meta.plan
 
-    def paged(self, q, k, v, k_cache, v_cache, scale, meta):
-        """q [T, Hq, D], k/v [T, Hkv, D] of the step's tokens -> [T, Hq, D]; stores k/v first."""
+    def paged(self, q, k, v, k_cache, v_cache, scale, meta, rope=None):
+        """q [T, Hq, D], k/v [T, Hkv, D] of the step's tokens -> [T, Hq, D]; stores k/v first
+        (rotated by `rope` when given)."""
+        if rope is not None:
+            q, k, v = reference.rotary_store_kv.unchecked(
+                q, k, v, rope.positions, rope.cos, rope.sin, None, None, None, rope.bias)
         plan = self._plan(meta, k_cache)
         if k_cache is not None and plan.store is not None:
             _store(k_cache, plan.store, k)

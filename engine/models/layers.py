@@ -95,21 +95,18 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
 
 
-class RotaryEmbedding(nn.Module):
-    """Rotates q and k by their positions with fp32 cos/sin tables [max_positions, D / 2].
+class RotaryTables:
+    """The fp32 cos/sin tables [max_positions, D / 2] of a rotary model, shared by its layers.
 
-    The tables are built on the CPU at construction, so an unsupported rope scaling fails
-    when the model is built, even inside a meta-device context; they move to the
-    activations' device on first use. One instance is shared by all layers of a model.
+    Built on the CPU at construction, so an unsupported rope scaling fails when the model is
+    built, even inside a meta-device context; moved to the activations' device on first use.
     """
 
-    def __init__(self, ops, hf_config):
-        super().__init__()
-        self.ops = ops
+    def __init__(self, hf_config):
         with torch.device("cpu"):
             self.cos, self.sin = rope_tables_from_config(hf_config, "cpu")
 
-    def forward(self, q, k, positions):
-        if self.cos.device != q.device:
-            self.cos, self.sin = self.cos.to(q.device), self.sin.to(q.device)
-        return self.ops.rotary_embedding(q, k, positions, self.cos, self.sin)
+    def get(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cos.device != device:
+            self.cos, self.sin = self.cos.to(device), self.sin.to(device)
+        return self.cos, self.sin

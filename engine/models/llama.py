@@ -8,12 +8,13 @@ Mistral sliding window caps the served context (see loader.max_positions). Under
 parallelism (`tp`) each rank holds its query heads with their key/value heads, its slice of
 the MLP and its vocabulary rows.
 """
+import torch.nn.functional as F
 from torch import nn
 
-from engine.attention import AttentionMetadata, PagedAttention
+from engine.attention import AttentionMetadata, PagedAttention, Rope
 from engine.distributed.layers import ParallelLMHead, QKVParallelLinear, RowParallelLinear, VocabParallelEmbedding
 from engine.distributed.parallel import SINGLE
-from engine.models.layers import GatedMLP, RMSNorm, RotaryEmbedding
+from engine.models.layers import GatedMLP, RMSNorm, RotaryTables
 from engine.models.weights import WeightSource, canonical_names, load_hf_weights
 
 # Fused parameters of ours -> the HF projections concatenated (in this order) to form them.
@@ -40,12 +41,13 @@ class LlamaAttention(nn.Module):
         self.attn = PagedAttention(ops.attention, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
 
     def forward(self, x, positions, meta):
-        q, k, v = self.qkv_proj(x).split(self.split_sizes, dim=-1)
+        # the bias goes in with the rotation and the cache store (one kernel on GPUs)
+        q, k, v = F.linear(x, self.qkv_proj.weight).split(self.split_sizes, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary(q, k, positions)
-        return self.o_proj(self.attn(q, k, v, meta).flatten(1))
+        rope = Rope(positions, *self.rotary.get(x.device), self.qkv_proj.bias)
+        return self.o_proj(self.attn(q, k, v, meta, rope).flatten(1))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -77,7 +79,7 @@ class LlamaForCausalLM(nn.Module):
         self.config = config
         self.tie_word_embeddings = getattr(config, "tie_word_embeddings", False)
         self.vocab_size = config.vocab_size
-        rotary = RotaryEmbedding(ops, config)
+        rotary = RotaryTables(config)
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(config, ops, rotary, tp) for _ in range(config.num_hidden_layers)
