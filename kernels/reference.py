@@ -278,10 +278,9 @@ def confidence_argmax(logits):
     """Per row of logits [B, V]: (argmax token int64 [B], its softmax probability fp32 [B]).
 
     The probability of the argmax is 1 / sum_j exp(x_j - max): no softmax is materialised.
-    Ties go to the lowest index, as torch.argmax does.
+    Ties go to the lowest index, as torch.argmax does (torch.max returns the first maximum).
     """
     x = logits.float()
-    token = x.argmax(dim=-1)
-    m = x.max(dim=-1, keepdim=True).values
+    m, token = x.max(dim=-1, keepdim=True)  # value and index in one pass over the row
     prob = 1.0 / torch.exp(x - m).sum(dim=-1)
-    return token, prob
+    return token[:, 0], prob
