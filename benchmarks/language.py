@@ -11,6 +11,12 @@ its probability is the product of the probabilities of the rules in it.
   sentence) - log P(prefix = prompt), where P(prefix) is the total probability of all sentences
   whose first words are the prompt's words (exact: see `language_numba.score_batch`). -inf when
   the prompt is no sentence's prefix or the whole is not a sentence.
+- `continuation_lengths(prompts)`: the exact distribution of the number of words that follow
+  each prompt (the parser's stack after the prompt generates the rest, each stack symbol
+  independently, so the distribution is the convolution of the symbols' own length
+  distributions). With it, a model trained on continuations of restricted lengths (a length
+  bucket, a context limit) has an exact floor: log P(cont | prompt, length in A) =
+  log P(cont | prompt) - log P(length in A | prompt).
 - `entropy_rate()`: exact nats per token, tokens = words + the end marker, i.e. the best
   possible per-token loss of a causal LM on `<bos> sentence <eos>` (the derivation entropy of an
   unambiguous grammar, from expected rule counts); `estimate_entropy_rate` is the Monte Carlo
@@ -82,6 +88,21 @@ class ReferenceLanguage:
     def prefix_log_probs(self, prompts):
         return self._score([_split(p, "prompts") for p in prompts], add_end=False)
 
+    def continuation_lengths(self, prompts):
+        """float64 [len(prompts), max_len + 1]: row i is P(the continuation of prompts[i] has
+        exactly L words), L = 0..max_len; an all-zero row when the prompt is no prefix."""
+        out = np.zeros((len(prompts), self.max_len + 1))
+        for i, prompt in enumerate(prompts):
+            stack = self._stack_after(_split(prompt, "prompts"))
+            if stack is None:
+                continue
+            dist = np.zeros(self.max_len + 1)
+            dist[0] = 1.0
+            for sym in stack:
+                dist = np.convolve(dist, self._symbol_lengths(sym))[: self.max_len + 1]
+            out[i] = dist
+        return out
+
     def entropy_rate(self):
         """Exact entropy per token (nats), tokens = words + end marker."""
         return self.sentence_entropy() / self.mean_tokens()
@@ -122,6 +143,49 @@ class ReferenceLanguage:
                 todo.append((tuple(rhs) + stack[1:], words, p * prob))
         return out
 
+    # --- lengths --------------------------------------------------------------------------------
+    def _stack_after(self, words):
+        """The LL(1) parser's stack (symbol ids) after reading `words`, None if no prefix."""
+        t, n_terms = self._tables, len(self.terminals)
+        stack = [int(t["start"])]
+        for word in words:
+            tok = self.word_id.get(word)
+            if tok is None:
+                return None
+            while True:
+                if not stack:
+                    return None
+                sym = stack.pop()
+                if sym < n_terms:
+                    if sym != tok:
+                        return None
+                    break
+                r = t["table"][sym - n_terms, tok]
+                if r < 0:
+                    return None
+                s0 = t["rhs_start"][r]
+                stack.extend(int(x) for x in t["rhs"][s0: s0 + t["rhs_len"][r]][::-1])
+        return stack
+
+    def _symbol_lengths(self, sym):
+        """P(symbol derives exactly L words), L = 0..max_len (the end marker is no word)."""
+        if sym not in self._length_memo:
+            n_terms, t = len(self.terminals), self._tables
+            dist = np.zeros(self.max_len + 1)
+            if sym < n_terms:
+                dist[0 if sym == self.end else 1] = 1.0
+            else:
+                k = sym - n_terms
+                for r in range(t["nt_first_rule"][k], t["nt_first_rule"][k] + t["nt_num_rules"][k]):
+                    part = np.zeros(self.max_len + 1)
+                    part[0] = 1.0
+                    s0 = t["rhs_start"][r]
+                    for child in t["rhs"][s0: s0 + t["rhs_len"][r]]:
+                        part = np.convolve(part, self._symbol_lengths(int(child)))[: self.max_len + 1]
+                    dist += math.exp(t["rule_logp"][r]) * part
+            self._length_memo[sym] = dist
+        return self._length_memo[sym]
+
     # --- compilation ------------------------------------------------------------------------
     def _score(self, word_lists, add_end):
         ids = [self.word_id.get(w, -1) for ws in word_lists for w in ws]
@@ -156,6 +220,7 @@ class ReferenceLanguage:
             rule_logp=np.array(logp), rule_cumprob=np.array(cum), nt_first_rule=i32(first_rule),
             nt_num_rules=i32(num_rules), start=sym[self.nonterminals[0]])
         self.max_len = self._longest() - 1  # without the end marker
+        self._length_memo = {}
         self._expectations(sym)
 
     def _ll1_table(self, sym, first_rule):

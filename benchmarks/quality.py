@@ -1,11 +1,13 @@
-"""Quality metrics of generated texts that need no model: diversity and degeneration.
-
-Validity and exact log-likelihood come from the reference language (benchmarks.language);
-perplexity under a judge checkpoint from `judge_perplexity`.
+"""Quality metrics of generated texts: diversity and degeneration (no model needed), validity,
+length and exact likelihood under the reference language (`language_scores`), and perplexity
+under a judge checkpoint (`judge_perplexity`).
 """
 import math
 
+import numpy as np
 import torch
+
+from benchmarks import stats
 
 
 def distinct_n(texts, n):
@@ -37,3 +39,35 @@ def judge_perplexity(judge_model, tokenizer, prompts, continuations, device="cpu
         total_nll -= token_lp.sum().item()
         total_tokens += len(cont_ids) if prompt_ids else len(cont_ids) - 1
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
+
+
+LENGTH_STRATA = ((0, 2), (3, 5), (6, 9), (10, 15), (16, 99))
+LENGTH_BINS = 33  # answer words 0..31, and 32+
+
+
+def language_scores(lang, prompts, texts, references):
+    """Quality of `texts` (continuations of `prompts`) under the reference language, as
+    distributions: validity with its Wilson interval, validity per output-length stratum, the
+    output-length histogram's total-variation distance to that of `references` (the held-out
+    continuations of the same prompts), and the exact NLL per token of the valid outputs."""
+    logp = lang.log_probs(texts, prompts)
+    valid = np.isfinite(logp)
+    words = np.array([len(t.split()) for t in texts])
+    ref_words = [len(r.split()) for r in references]
+    hist, ref_hist = stats.histogram(words, LENGTH_BINS), stats.histogram(ref_words, LENGTH_BINS)
+    strata = {}
+    for lo, hi in LENGTH_STRATA:
+        inside = (words >= lo) & (words <= hi)
+        strata[f"{lo}-{hi}" if hi < 99 else f"{lo}+"] = stats.proportion(int(valid[inside].sum()), int(inside.sum()))
+    tokens = (words[valid] + 1).sum()
+    return {
+        "validity": stats.proportion(int(valid.sum()), len(texts)),
+        "validity_by_length": strata,
+        "mean_words": float(words.mean()) if len(words) else None,
+        "reference_mean_words": float(np.mean(ref_words)) if ref_words else None,
+        "length_histogram": hist,
+        "reference_length_histogram": ref_hist,
+        "length_tv": stats.total_variation(hist, ref_hist),
+        "valid_words": int(words[valid].sum()),
+        "nll_per_token_valid": float(-logp[valid].sum() / tokens) if tokens else None,
+    }

@@ -1,6 +1,8 @@
 """The bundled word-level tokenizer: one vocabulary for both model families.
 
-Ids: the special tokens first (below), then every word of the reference language. A text is
+Ids: the special tokens first (below), then every word of the reference language, then the
+length tokens of the answer frame (benchmarks/frame.py: what a masked model's length slot
+predicts; ordinary entries, not special tokens). A text is
 words joined by single spaces, so encode/decode round-trips exactly (no cleanup of spaces
 before punctuation). The same vocabulary is saved with a family-specific template:
 "causal" prepends `<bos>` (the GPT-2 model was trained on `<bos> sentence <eos>`), "bert"
@@ -10,6 +12,7 @@ sentences with it and the CMLM pads its answer slots with it.
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from benchmarks.frame import LENGTH_TOKENS
 from benchmarks.language import ReferenceLanguage
 
 SPECIALS = {
@@ -20,12 +23,13 @@ TEMPLATES = ("plain", "causal", "bert")
 
 
 def build_tokenizer(template="plain", words=None, model_max_length=64):
-    """A PreTrainedTokenizerFast over SPECIALS + `words` (default: the reference language's)."""
+    """A PreTrainedTokenizerFast over SPECIALS + `words` (default: the reference language's)
+    + LENGTH_TOKENS."""
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     words = ReferenceLanguage().words if words is None else list(words)
-    vocab = {tok: i for i, tok in enumerate(list(SPECIALS.values()) + words)}
-    if len(vocab) != len(SPECIALS) + len(words):
+    vocab = {tok: i for i, tok in enumerate(list(SPECIALS.values()) + words + list(LENGTH_TOKENS))}
+    if len(vocab) != len(SPECIALS) + len(words) + len(LENGTH_TOKENS):
         raise ValueError("words must be distinct and must not repeat a special token")
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIALS["unk_token"]))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
