@@ -25,10 +25,10 @@ import numpy as np
 
 from benchmarks import decoding, likelihood
 from benchmarks.corpus import heldout_pairs, ids_to_text
+from benchmarks.decode_configs import SWEEP_AR, SWEEP_FRAMED, DecodeConfig, request_seeds
 from benchmarks.frame import MAX_SLOTS, answer_slots
 from benchmarks.objectives import MODELS, SpecialIds, frame_fits
 from benchmarks.quality import language_scores
-from engine.params import MaskPredictParams
 
 PAIRS_SEED = 2_000_003  # held-out (prompt, answer) pairs: neither training nor train.py's held-out
 
@@ -70,51 +70,44 @@ def likelihood_report(model, spec, lang, pairs, ids, context, heldout_uniform=No
 
 
 def decode_configs(spec):
-    """(name, kind, temperature, passes) of the configurations a model is decoded with."""
-    if not spec.framed:
-        return [("AR greedy", "ar", 0.0, None), ("AR sampled", "ar", 1.0, None)]
-    return [("T=1", "mp", 0.0, 1), ("T=4", "mp", 0.0, 4), ("T=N", "mp", 0.0, "N"),
-            ("L2R greedy", "l2r", 0.0, "N"), ("L2R sampled", "l2r", 1.0, "N")]
+    """The configurations a model is decoded with in the sweep."""
+    return SWEEP_FRAMED if spec.framed else SWEEP_AR
 
 
-def decode(model, spec, prompts, ids, special_ids, kind, temperature, passes, seeds, frames=None):
-    """Decoded outputs of one configuration (see decode_configs); `frames` overrides the
-    length head (oracle frames, a diagnostic)."""
-    if kind == "ar":
-        return decoding.generate_causal(model, prompts, ids, temperature, seeds)
-    if frames is None:
-        frames = (decoding.predict_frames(model, prompts, ids, special_ids, temperature, seeds)
-                  if spec.length_head else [MAX_SLOTS] * len(prompts))
-    params = [MaskPredictParams(length=n, iterations=n if passes == "N" else min(passes, n),
-                                block_size=1 if kind == "l2r" else None, temperature=temperature)
-              for n in frames]
+def decode(model, spec, prompts, ids, special_ids, config: DecodeConfig, seeds, oracle_frames=None):
+    """Decoded outputs of one configuration, by the reference decoder (benchmarks/decoding.py)."""
+    if config.kind == "ar":
+        return decoding.generate_causal(model, prompts, ids, config.temperature, seeds)
+    if config.oracle_frame:
+        frames = oracle_frames
+    elif spec.length_head:
+        frames = decoding.predict_frames(model, prompts, ids, special_ids, config.temperature, seeds)
+    else:
+        frames = [MAX_SLOTS] * len(prompts)
+    params = [config.mp_params(n) for n in frames]
     outs = decoding.mask_predict(model, prompts, frames, params, ids, special_ids, seeds)
-    if spec.length_head:
+    if spec.length_head and not config.oracle_frame:
         for o in outs:
             o.passes += 1  # the length head's pass
     return outs
 
 
-def quality_report(model, spec, lang, pairs, ids, special_ids, seed=0, oracle=False):
+def quality_report(model, spec, lang, pairs, ids, special_ids, seed=0, configs=None):
     """language_scores of every decode configuration, with mean passes and decode seconds."""
     prompts = [p for p, _ in pairs]
     prompt_texts = [ids_to_text(lang, p) for p in prompts]
     references = [ids_to_text(lang, a) for _, a in pairs]
-    seeds = [seed * 1_000_003 + i for i in range(len(pairs))]  # one seed per request
-    vocab = special_ids.vocabulary
+    oracle = [answer_slots(len(a)) for _, a in pairs]
+    seeds = request_seeds(seed, len(pairs))
     rows = {}
-    configs = decode_configs(spec)
-    if oracle and spec.length_head:
-        configs += [("T=N oracle frame", "mp", 0.0, "N")]
-    for name, kind, temperature, passes in configs:
-        frames = [answer_slots(len(a)) for _, a in pairs] if name.endswith("oracle frame") else None
+    for config in configs or decode_configs(spec):
         start = time.perf_counter()
-        outs = decode(model, spec, prompts, ids, special_ids.ids, kind, temperature, passes, seeds, frames)
+        outs = decode(model, spec, prompts, ids, special_ids.ids, config, seeds, oracle)
         seconds = time.perf_counter() - start
-        texts = [" ".join(vocab[t] for t in o.words) for o in outs]
+        texts = [" ".join(special_ids.vocabulary[t] for t in o.words) for o in outs]
         row = language_scores(lang, prompt_texts, texts, references)
         row.update(mean_passes=float(np.mean([o.passes for o in outs])), seconds=seconds)
-        rows[name] = row
+        rows[config.name] = row
     return rows
 
 

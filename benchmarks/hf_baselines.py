@@ -1,9 +1,11 @@
 """The HF transformers baselines, measured in the same run as the engine.
 
-- AR: `model.generate()` on a batch of equal-length prompts (no padding), greedy, with
-  min_new_tokens = max_new_tokens so both sides generate exactly the same token count.
-- Mask-predict: a plain batched loop over the HF `*ForMaskedLM` with the default semantics
-  of docs/mask-predict.md (argmax over non-special tokens, re-mask the lowest confidences linearly).
+- AR: `model.generate()` on a batch of equal-length prompts (no padding), greedy, stopping at
+  the end-of-sequence token like the engine (the batch runs until its longest row ends).
+- Mask-predict: a plain batched loop over the HF `*ForMaskedLM` with the engine's default
+  semantics (argmax over non-special tokens but the eos token, re-mask the lowest confidences
+  linearly); `hf_framed_mask_predict` adds the experiment models' length head (a one-slot
+  pass) and runs each frame size as its own batch.
 """
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
@@ -16,16 +18,25 @@ def load_hf(path, kind, device, dtype):
 
 
 @torch.no_grad()
-def hf_generate(model, prompt_ids, new_tokens):
-    """Greedy `generate()` over equal-length prompts; returns the new tokens [B, new_tokens]."""
+def hf_generate(model, prompt_ids, max_new_tokens, eos_token_id):
+    """Greedy `generate()` over equal-length prompts until every row has produced eos (or
+    max_new_tokens); returns each row's new tokens up to and including its first eos."""
+    ids = torch.tensor(prompt_ids, device=model.device)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
+                         eos_token_id=eos_token_id, pad_token_id=eos_token_id)
+    rows = out[:, ids.shape[1]:].tolist()
+    return [row[:row.index(eos_token_id) + 1] if eos_token_id in row else row for row in rows]
+
+
+@torch.no_grad()
+def hf_generate_fixed(model, prompt_ids, new_tokens):
+    """Greedy `generate()` of exactly new_tokens per row (min = max new tokens) -> [B, new_tokens]."""
     ids = torch.tensor(prompt_ids, device=model.device)
     pad = model.generation_config.pad_token_id
     if pad is None:
         pad = model.generation_config.eos_token_id
-    out = model.generate(
-        ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens, pad_token_id=pad if not isinstance(pad, list) else pad[0],
-    )
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, pad_token_id=pad if not isinstance(pad, list) else pad[0])
     return out[:, ids.shape[1]:]
 
 
@@ -66,3 +77,20 @@ def hf_mask_predict(model, tokenizer, prompt_ids, length, iterations):
             remask = torch.argsort(confidence, dim=-1, stable=True)[:, :n]
             slots = slots.scatter(1, remask, mask_id)
     return slots
+
+
+def hf_framed_mask_predict(model, tokenizer, prompt_ids, passes, frames=None, length_head=None):
+    """Mask-predict with per-row frames: asked from the length head (`length_head(token) ->
+    frame`, one one-slot pass) when `frames` is None; each frame size runs as one batch.
+    passes: T, or "N" for the frame's size. Returns each row's slots."""
+    if frames is None:
+        heads = hf_mask_predict(model, tokenizer, prompt_ids, 1, 1)[:, 0].tolist()
+        frames = [length_head(tokenizer.convert_ids_to_tokens(t)) for t in heads]
+    out = [None] * len(prompt_ids)
+    for frame in sorted(set(frames)):
+        rows = [i for i, f in enumerate(frames) if f == frame]
+        slots = hf_mask_predict(model, tokenizer, [prompt_ids[i] for i in rows], frame,
+                                frame if passes == "N" else min(passes, frame))
+        for i, row in zip(rows, slots.tolist()):
+            out[i] = row
+    return out

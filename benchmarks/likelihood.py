@@ -16,7 +16,10 @@ exact value of the same quantity (the floor; model minus floor estimates a KL di
 - `single_mask_loss`: one slot masked, every other slot and the prompt visible:
   -log q(slot | rest), against the exact Bayes optimum -log p(slot | rest) computed by scoring
   every vocabulary token at that slot with the grammar (brute force over the vocabulary).
-- `objective_floor`: the floor of a training objective's held-out loss (train.py logs it).
+- `objective_floors`: the floors of a training objective's held-out losses (train.py logs them).
+- `sampling_nll_causal`, `sampling_nll_left_to_right`: -log of a sample's probability under the
+  (tempered) sampler that drew it, whose mean estimates the sampler's entropy: the x axis of
+  the report's quality-entropy frontier.
 
 `model` is any callable (input_ids [B, n], valid [B, n]) -> logits [B, n, V], such as
 `benchmarks.transformer.Transformer`.
@@ -80,15 +83,18 @@ def objective_floors(lang, spec, batches, context):
 
 
 @torch.no_grad()
-def _score_rows(model, rows, positions, targets, pad_id):
-    """-log q(target at position) for each padded row, in chunks."""
+def _score_rows(model, rows, positions, targets, pad_id, banned=None, temperature=1.0):
+    """-log q(target at position) for each padded row, in chunks; `banned` tokens (bool [V])
+    are removed from the softmax and the logits divided by `temperature` first."""
     out = []
     for i in range(0, len(rows), CHUNK_ROWS):
         chunk = rows[i:i + CHUNK_ROWS]
         ids, valid = pad_rows(chunk, pad_id)
         logits = model(ids, valid)
-        picked = logits[torch.arange(len(chunk)), torch.tensor(positions[i:i + CHUNK_ROWS])]
-        logp = torch.log_softmax(picked.float(), dim=-1)
+        picked = logits[torch.arange(len(chunk)), torch.tensor(positions[i:i + CHUNK_ROWS])].float()
+        if banned is not None:
+            picked = picked.masked_fill(banned, float("-inf"))
+        logp = torch.log_softmax(picked / temperature, dim=-1)
         out.append(-logp.gather(1, torch.tensor(targets[i:i + CHUNK_ROWS])[:, None])[:, 0])
     return torch.cat(out).numpy().astype(np.float64)
 
@@ -176,3 +182,41 @@ def length_head_nll(model, pairs, ids):
     positions = [1 + len(p) for p, _ in pairs]
     targets = [ids.length_id(answer_slots(len(a))) for _, a in pairs]
     return _score_rows(model, rows, positions, targets, ids.pad)
+
+
+@torch.no_grad()
+def sampling_nll_causal(model, prompts, outputs, ids, temperature):
+    """Per output, -log of its probability under the sampler that drew it: the causal model's
+    softmax(logits / T) over the whole vocabulary at each generated token (`<eos>` included when
+    generated). Averaged per token over samples it estimates the sampler's entropy."""
+    out = np.zeros(len(prompts))
+    for i in range(0, len(prompts), CHUNK_ROWS):
+        seqs = [[ids.bos, *p, *o] for p, o in zip(prompts[i:i + CHUNK_ROWS], outputs[i:i + CHUNK_ROWS])]
+        x, valid = pad_rows(seqs, ids.pad)
+        logp = torch.log_softmax(model(x, valid).float() / temperature, dim=-1)
+        for j, (p, o) in enumerate(zip(prompts[i:i + CHUNK_ROWS], outputs[i:i + CHUNK_ROWS])):
+            t = torch.arange(len(p) + 1, len(p) + 1 + len(o))
+            out[i + j] = -logp[j, t - 1, x[j, t]].sum().item()
+    return out
+
+
+def sampling_nll_left_to_right(model, prompts, slots, ids, banned, temperature, length_head=True):
+    """Per output of left-to-right mask-predict sampling (one slot per pass): -log of the path's
+    probability, the length head's draw (when used) and each slot up to the first `<eos>`, all
+    under softmax(restricted logits / T) as the engine samples them (later slots do not change
+    the text, so they are summed out)."""
+    rows, positions, targets, owner = [], [], [], []
+    for i, (p, s) in enumerate(zip(prompts, slots)):
+        if length_head:
+            rows.append([ids.cls, *p, ids.mask, ids.sep])
+            positions.append(1 + len(p))
+            targets.append(ids.length_id(len(s)))
+            owner.append(i)
+        end = s.index(ids.eos) + 1 if ids.eos in s else len(s)
+        for j in range(end):
+            rows.append(_framed(p, s[:j] + [ids.mask] * (len(s) - j), ids))
+            positions.append(1 + len(p) + j)
+            targets.append(s[j])
+            owner.append(i)
+    scores = _score_rows(model, rows, positions, targets, ids.pad, banned=banned, temperature=temperature)
+    return _per_pair(scores, owner, len(prompts))

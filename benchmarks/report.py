@@ -1,8 +1,13 @@
-"""report.md from a results dict: tables, plots, and conclusions computed from the numbers.
+"""report.md from a results dict: tables, plots, and sentences that follow from the numbers.
 
-Every sentence under "What the numbers say" is generated from the measured values of this
-run; none is pre-written.
+No sentence is pre-written. Each conclusion is a function of the results that returns its
+sentence only when the numbers support it: a comparison is stated as a win only when the
+intervals (Wilson for validity, the interquartile range of repetitions for times) do not
+overlap, and as "indistinguishable" otherwise; a bound-type claim (memory- or compute-bound)
+compares the measured intensity with the measured ridge. A report built from contradicting
+numbers therefore prints the other sentence, or none.
 """
+from .roofline_part import rate_at
 
 
 def _fmt(x, digits=3):
@@ -14,166 +19,340 @@ def _fmt(x, digits=3):
 
 
 def _table(rows, columns):
-    head = "| " + " | ".join(title for title, _ in columns) + " |"
-    lines = [head, "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(key)) for _, key in columns) + " |")
+        lines.append("| " + " | ".join(_fmt(fn(r) if callable(fn) else r.get(fn)) for _, fn in columns) + " |")
     return "\n".join(lines)
 
 
-def quality_conclusions(rows):
-    key = "validity" if "validity" in rows[0] else None
-    if key is None:
+def pct(p):
+    """'83% [80%, 86%]' of a stats.proportion dict."""
+    return f"{p['value']:.0%} [{p['lo']:.0%}, {p['hi']:.0%}]"
+
+
+def _spread(s, digits=3):
+    return f"{s['median']:.{digits}g} ({s['q1']:.{digits}g}-{s['q3']:.{digits}g})"
+
+
+# ---- comparisons that decide which sentence is true ------------------------------------------
+
+def compare_intervals(a, b):
+    """'above', 'below' or 'overlap': interval a = (lo, hi) against interval b."""
+    if a[0] > b[1]:
+        return "above"
+    if a[1] < b[0]:
+        return "below"
+    return "overlap"
+
+
+def _validity_interval(row):
+    return row["validity"]["lo"], row["validity"]["hi"]
+
+
+# ---- quality ------------------------------------------------------------------------------
+
+def quality_sentences(q):
+    rows = q["pooled"]
+    if not rows or "validity" not in rows[0]:
         return []
-    ar = {r["config"]: r for r in rows if r["mode"] == "ar"}
-    mp = [r for r in rows if r["mode"] == "mp"]
-    greedy = ar.get("greedy")
-    best = max(mp, key=lambda r: (r[key], -r["mean_nfe"]))
-    out = [f"AR greedy decoding produces valid sentences {greedy[key]:.0%} of the time; the best mask-predict "
-           f"configuration ({best['config']}) reaches {best[key]:.0%} with {best['mean_nfe']:.1f} passes on average."]
-    for label in sorted({r["config"].split(" ")[0] for r in mp}):
-        runs = sorted((r for r in mp if r["config"].startswith(label + " ") and r["remask"] == "low_confidence"
-                       and r.get("threshold") is None and r.get("block_length") is None), key=lambda r: r["iterations"])
-        if len(runs) >= 2:
-            first, last = runs[0], runs[-1]
-            trend = ("rises" if last[key] > first[key] else "falls" if last[key] < first[key] else "stays")
-            out.append(f"On {label}, validity {trend} from {first[key]:.0%} at T={first['iterations']} to "
-                       f"{last[key]:.0%} at T={last['iterations']} passes (low-confidence re-masking)."
-                       if trend != "stays" else
-                       f"On {label}, validity stays at {first[key]:.0%} from T={first['iterations']} to "
-                       f"T={last['iterations']} passes (low-confidence re-masking).")
-        enough = [r for r in runs if greedy and r[key] >= 0.9 * greedy[key]]
-        if greedy and runs:
-            out.append(f"On {label}, " + (f"T={enough[0]['iterations']} passes are needed to reach 90% of AR's validity."
-                                          if enough else "no T reaches 90% of AR's validity."))
-    useful = [r for r in mp if r[key] > 0]
-    if greedy and useful:
-        fastest = max(useful, key=lambda r: r["words_per_s"])
-        out.append(f"At batch {greedy['prompts']}, AR greedy writes {greedy['words_per_s']:.0f} words of text/s; the fastest "
-                   f"mask-predict setting with any valid output ({fastest['config']}) writes {fastest['words_per_s']:.0f} "
-                   f"at {fastest[key]:.0%} validity, and the most valid ({best['config']}) {best['words_per_s']:.0f}.")
-    thr = [r for r in mp if r.get("threshold") is not None]
-    for r in thr:
-        out.append(f"{r['config']} ({r['model'].rstrip('/').split('/')[-1]}) runs {r['mean_nfe']:.1f} passes on average for "
-                   f"{r['generated_tokens'] / r['prompts']:.0f} slots, at {r[key]:.0%} validity.")
-    return out
-
-
-def throughput_conclusions(rows, roof):
     out = []
-    ar = {r["batch"]: r for r in rows if r["mode"] == "ar"}
-    mp = [r for r in rows if r["mode"] == "mp"]
-    ratios = [r["speedup"] for r in rows if r.get("speedup")]
-    if ratios:
-        low = min(rows, key=lambda r: r.get("speedup") or float("inf"))
-        out.append(f"Against HF transformers on the same model and batch, the engine is {min(ratios):.2f}x to "
-                   f"{max(ratios):.2f}x as fast (slowest: {low['mode'].upper()} at batch {low['batch']}).")
-    ar_four = [r for b, r in ar.items() if b >= 4 and r.get("speedup")]
-    if ar_four:
-        beaten = all(r["speedup"] > 1 for r in ar_four)
-        out.append(f"AR at batch >= 4 {'beats' if beaten else 'does not always beat'} HF generate(): "
-                   + ", ".join(f"{r['speedup']:.2f}x at {r['batch']}" for r in sorted(ar_four, key=lambda r: r["batch"])) + ".")
-    for t in sorted({r["iterations"] for r in mp}):
-        pts = {r["batch"]: r for r in mp if r["iterations"] == t}
-        common = sorted(set(pts) & set(ar))
-        if not common:
-            continue
-        first = common[0]
-        ratio = pts[first]["tokens_per_s"] / ar[first]["tokens_per_s"]
-        overtake = next((b for b in common if ar[b]["tokens_per_s"] >= pts[b]["tokens_per_s"]), None)
-        predicted = roof["crossover_batch"].get(str(t)) if roof else None
-        out.append(
-            f"Mask-predict with T={t} generates {ratio:.2f}x AR's tokens/s at batch {first}; "
-            + (f"AR overtakes it from batch {overtake} in this run" if overtake else
-               f"AR does not overtake it up to batch {common[-1]} in this run")
-            + (f" (the roofline predicts batch {predicted})." if predicted else " (the roofline predicts no crossover up to batch 4096).")
-        )
+    ar = [r for r in rows if r["kind"] == "ar"]
+    mp = [r for r in rows if r["kind"] != "ar"]
+    for r in ar:
+        seeds = f" pooled over {r['seeds']} seeds (per seed {min(r['validity_per_seed']):.0%}-{max(r['validity_per_seed']):.0%})" \
+            if r["seeds"] > 1 else ""
+        out.append(f"{r['model']} {r['config']}: {pct(r['validity'])} of {r['validity']['n']} continuations are valid"
+                   f"{seeds}, {r['mean_words']:.1f} words on average.")
+    ref = q.get("reference")
+    sampled = next((r for r in ar if r["temperature"] == 1.0), None)
+    for model in dict.fromkeys(r["model"] for r in mp):
+        mine = [r for r in mp if r["model"] == model and not r["config"].endswith("oracle frame")]
+        best = max(mine, key=lambda r: (r["validity"]["value"], -r["mean_passes"]))
+        out.append(f"{model}: the most valid configuration is {best['config']}, {pct(best['validity'])}, "
+                   f"{best['mean_passes']:.1f} passes and {best['mean_words']:.1f} words on average.")
+        out += _passes_sentence(model, mine)
+        if sampled:
+            out.append(_against(sampled, best))
+        oracle = next((r for r in mp if r["model"] == model and r["config"].endswith("oracle frame")), None)
+        t_n = next((r for r in mine if r["config"] == "T=N"), None)
+        if oracle and t_n:
+            relation = {"above": "more valid than", "below": "less valid than",
+                        "overlap": "indistinguishable from"}[compare_intervals(_validity_interval(oracle), _validity_interval(t_n))]
+            out.append(f"{model}: with the reference's frame (a diagnostic), T=N is {pct(oracle['validity'])}, "
+                       f"{relation} T=N with its own length head ({pct(t_n['validity'])}).")
+    if ref:
+        lengths = ", ".join(f"{r['model']} {r['config']} {r['mean_words']:.1f} (TV {r['length_tv']:.2f})"
+                            for r in rows if r["config"] in ("AR sampled, temp 1", "T=N", "L2R sampled, temp 1"))
+        out.append(f"Output lengths, mean words against the held-out continuations' {ref['mean_words']:.1f} "
+                   f"(TV: total-variation distance of the length histograms): {lengths}.")
     return out
 
 
-def roofline_conclusions(roof):
-    c, pt = roof["ceilings"], roof["per_token"]
-    ar_intensity = pt["ar_decode_flops"] / pt["ar_decode_bytes_batch1"]
-    ridge = c["matmul_tflops"] * 1e12 / (max(c["copy_gbps"], c["read_gbps"]) * 1e9)
-    return [
-        f"This machine's ridge point is {ridge:.0f} FLOP/byte (matmul {c['matmul_tflops']:.2f} TFLOP/s over "
-        f"{max(c['copy_gbps'], c['read_gbps']):.0f} GB/s, both measured in this run).",
-        f"An AR decode step at batch 1 does {ar_intensity:.2f} FLOP per byte moved: deeply memory-bound, so batching "
-        f"B sequences multiplies its tokens/s almost by B until B is near {max(1, ridge / max(ar_intensity, 1e-9)):.0f}.",
-        f"A mask-predict pass costs {pt['mp_pass_flops_per_token'] / pt['ar_decode_flops']:.2f}x an AR decode step's "
-        f"FLOPs per target slot, paid once per pass: with T passes over N slots the work per token is about "
-        f"T x (prompt + N) / N AR steps, so once both are compute-bound AR wins; at small batch mask-predict wins "
-        f"whenever T < N, because it reads the weights T times for N tokens instead of N times.",
-    ]
+def _passes_sentence(model, rows):
+    """How validity moves from the fewest to the most passes, stated only beyond the intervals."""
+    scheduled = sorted((r for r in rows if r["kind"] == "mp" and r["passes_setting"].isdigit()),
+                       key=lambda r: int(r["passes_setting"]))
+    full = next((r for r in rows if r["config"] == "T=N"), None)
+    if not scheduled or not full:
+        return []
+    first = scheduled[0]
+    relation = compare_intervals(_validity_interval(full), _validity_interval(first))
+    verb = {"above": "rises", "below": "falls", "overlap": "does not move beyond its intervals"}[relation]
+    return [f"{model}: validity {verb} from {first['config']} ({pct(first['validity'])}) to one token per pass, "
+            f"T=N ({pct(full['validity'])})."]
 
+
+def _against(ar, mp):
+    relation = compare_intervals(_validity_interval(mp), _validity_interval(ar))
+    if relation == "below":
+        return (f"{ar['model']} sampled at temperature 1 ({pct(ar['validity'])}) is more valid than {mp['model']}'s "
+                f"most valid configuration ({mp['config']}, {pct(mp['validity'])}).")
+    if relation == "above":
+        return (f"{mp['model']} {mp['config']} ({pct(mp['validity'])}) is more valid than {ar['model']} sampled at "
+                f"temperature 1 ({pct(ar['validity'])}).")
+    return (f"{mp['model']} {mp['config']} ({pct(mp['validity'])}) and {ar['model']} sampled at temperature 1 "
+            f"({pct(ar['validity'])}) are indistinguishable at these sample sizes.")
+
+
+# ---- throughput -----------------------------------------------------------------------------
+
+def speed_sentences(rows):
+    out = []
+    for mode, baseline in (("ar", "HF generate()"), ("mp", "the plain HF masked-LM loop")):
+        mine = [r for r in rows if r["mode"] == mode and "speedup" in r]
+        if not mine:
+            continue
+        faster = [r for r in mine if r["speedup_paired"]["min"] > 1]
+        slower = [r for r in mine if r["speedup_paired"]["max"] < 1]
+        desc = lambda rs: ", ".join(f"{r['config']} at batch {r['batch']}" for r in rs)  # noqa: E731
+        parts = []
+        if faster:
+            parts.append(f"faster than {baseline} in every repetition for {desc(faster)}")
+        if slower:
+            parts.append(f"slower in every repetition for {desc(slower)}")
+        rest = len(mine) - len(faster) - len(slower)
+        if rest:
+            parts.append(f"within the spread of its repetitions at the other {rest} points")
+        out.append(f"Engine {mode.upper()}: " + "; ".join(parts) + ".")
+    return out
+
+
+def valid_rate_interval(row):
+    """Valid words/s over the interquartile range of the repetitions' times."""
+    s = row["seconds"]
+    return row["valid_words"] / s["q3"], row["valid_words"] / s["q1"]
+
+
+def usefulness_sentences(rows):
+    """Which mode delivers more valid words per second, per batch, beyond the timing spread."""
+    out = []
+    ar = {r["batch"]: r for r in rows if r["mode"] == "ar" and "valid_words" in r}
+    for batch in sorted(ar):
+        mp = [r for r in rows if r["mode"] == "mp" and r["batch"] == batch and "valid_words" in r]
+        if not mp:
+            continue
+        best = max(mp, key=lambda r: r["valid_words_per_s"])
+        relation = compare_intervals(valid_rate_interval(ar[batch]), valid_rate_interval(best))
+        a, m = ar[batch]["valid_words_per_s"], best["valid_words_per_s"]
+        text = {"above": f"AR delivers more valid words per second ({a:.0f}) than the best mask-predict setting "
+                         f"({best['config']}, {m:.0f})",
+                "below": f"mask-predict {best['config']} delivers more valid words per second ({m:.0f}) than AR ({a:.0f})",
+                "overlap": f"AR ({a:.0f}) and the best mask-predict setting ({best['config']}, {m:.0f}) deliver "
+                           f"valid words at rates the timing spread does not separate"}[relation]
+        out.append(f"At batch {batch}, {text}.")
+    return out
+
+
+def time_to_validity(quality_rows, throughput_rows, levels=(0.5, 0.8, 0.9, 0.95)):
+    """Per level and mode: the cheapest configuration whose validity interval lies above the
+    level (validity from part 1's 1000 prompts, time per request from part 2's largest batch)."""
+    largest = max((r["batch"] for r in throughput_rows), default=None)
+    times = {(r["mode"], r["config"]): r["seconds"]["median"] / r["batch"]
+             for r in throughput_rows if r["batch"] == largest}
+    masked_model = next((r["model"] for r in throughput_rows if r["mode"] == "mp"), None)
+    out = []
+    for level in levels:
+        entry = {"level": level}
+        for mode in ("ar", "mp"):
+            options = [(times[(mode, q["config"])], q["config"]) for q in quality_rows
+                       if (q["kind"] == "ar") == (mode == "ar") and (mode, q["config"]) in times
+                       and (mode == "ar" or q["model"] == masked_model) and q["validity"]["lo"] >= level]
+            entry[mode] = min(options) if options else None
+        out.append(entry)
+    return out
+
+
+# ---- roofline -------------------------------------------------------------------------------
+
+def roofline_sentences(roof, throughput_rows):
+    out = []
+    points = roof["points"]
+    if points:
+        fr = [p["fraction_of_bound"] for p in points]
+        out.append(f"Measured batches take {1 / max(fr):.0f}x to {1 / min(fr):.0f}x their roofline bound "
+                   f"(the bound is {min(fr):.1%}-{max(fr):.1%} of the measured time).")
+    fixed = roof["fixed_step_seconds"]
+    out.append(f"A fixed cost of {fixed['ar'] * 1e3:.2f} ms per AR step and {fixed['mp'] * 1e3:.2f} ms per mask-predict "
+               f"pass, measured at batch 1, predicts the measured times to within "
+               f"{_prediction_error(points):.0%} (median over points).")
+    for c in roof["crossovers"]:
+        out.append(_crossover_sentence(c))
+    out += _boundness(roof, throughput_rows)
+    return out
+
+
+def _prediction_error(points):
+    errors = sorted(abs(p["predicted_over_measured"] - 1) for p in points)
+    return errors[len(errors) // 2] if errors else float("nan")
+
+
+def _crossover_sentence(c):
+    where = lambda b: f"batch {b}" if b else "no batch"  # noqa: E731
+    measured = c["measured_tokens"]
+    largest = max(c["batches_measured"]) if c["batches_measured"] else None
+    measured_text = where(measured) if measured else f"no measured batch up to {largest}"
+    agrees = c["predicted_with_fixed_cost"] == measured or (
+        measured is None and (c["predicted_with_fixed_cost"] or 10**9) > (largest or 0))
+    verdict = "agrees with" if agrees else "differs from"
+    return (f"AR's tokens/s reach mask-predict {c['config']}'s at {where(c['predicted_bound'])} by the bound alone, at "
+            f"{where(c['predicted_with_fixed_cost'])} with the fixed costs; measured: {measured_text} "
+            f"(in valid words/s: {where(c['measured_valid_words']) if c['measured_valid_words'] else 'none measured'}); "
+            f"the fixed-cost prediction {verdict} the measurement.")
+
+
+def _boundness(roof, rows):
+    """Memory- or compute-bound, per measured AR batch: the decode step's FLOP per weight byte
+    against the ridge (the matmul rate at that batch's rows over the measured bandwidth)."""
+    shape = roof["ar_shape"]
+    bandwidth = roof["bandwidth_gbps"] * 1e9
+    rates = {int(k): v * 1e12 for k, v in roof["matmul_tflops"].items()}
+    params = roof["weight_bytes"] / shape["bytes_per_param"]
+    verdicts = []
+    for r in sorted((r for r in rows if r["mode"] == "ar"), key=lambda r: r["batch"]):
+        intensity = 2 * params * r["batch"] / roof["weight_bytes"]
+        ridge = rate_at(rates, r["batch"]) / bandwidth
+        kind = "memory-bound" if intensity < ridge else "compute-bound"
+        verdicts.append(f"batch {r['batch']} {kind} ({intensity:.1f} FLOP/byte against a ridge of {ridge:.1f})")
+    return ["By the measured ceilings, AR decode steps are " + ", ".join(verdicts) + "."] if verdicts else []
+
+
+# ---- rendering ------------------------------------------------------------------------------
 
 def render(results, plots):
     meta = results["meta"]
+    load = meta.get("load_average")
     lines = [f"# duodecode benchmark report, {meta['date']}, {meta['machine']}", "",
-             f"Device {meta['device']} ({meta['threads']} torch threads), dtype {meta['dtype']}, kernel backend {meta['kernel_backend']}, "
-             f"torch {meta['torch']}, transformers {meta['transformers']}. Models: AR `{meta['ar_model']}`, "
-             + ", ".join(f"{k} `{v}`" for k, v in meta["mlm_models"].items())
+             f"Device {meta['device']} ({meta['threads']} torch threads), dtype {meta['dtype']}, kernel backend "
+             f"{meta['kernel_backend']}, torch {meta['torch']}, transformers {meta['transformers']}"
+             + (f"; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) when the run ended"
+                if load else "")
+             + f". Models: AR `{meta['ar_model']}`, " + ", ".join(f"{k} `{v}`" for k, v in meta["mlm_models"].items())
              + f". {'Quick run (CI sizes).' if meta['quick'] else ''}", ""]
     conclusions = []
     if "quality" in results:
-        conclusions += quality_conclusions(results["quality"])
+        conclusions += quality_sentences(results["quality"])
     if "throughput" in results:
-        conclusions += throughput_conclusions(results["throughput"], results.get("roofline"))
+        conclusions += speed_sentences(results["throughput"]) + usefulness_sentences(results["throughput"])
     if "roofline" in results:
-        conclusions += roofline_conclusions(results["roofline"])
+        conclusions += roofline_sentences(results["roofline"], results.get("throughput", []))
     lines += ["## What the numbers say", ""] + [f"- {c}" for c in conclusions] + [""]
     if "quality" in results:
-        cols = [("mode", "mode"), ("config", "config"), ("validity", "validity"),
-                ("mean log p (valid)", "mean_log_prob_valid"), ("distinct-1", "distinct_1"),
-                ("distinct-2", "distinct_2"), ("repeat rate", "repeat_rate"), ("mean NFE / tokens", "mean_nfe"),
-                ("tokens/s", "tokens_per_s"), ("words/s", "words_per_s")]
-        if any("judge_perplexity" in r for r in results["quality"]):
-            cols.append(("judge ppl", "judge_perplexity"))
-        lines += ["## 1. Quality against passes", "", f"![quality]({plots.get('quality', '')})", "",
-                  _table(results["quality"], cols), ""]
-        samples = results.get("samples", {})
-        if samples:
-            lines += ["Samples (first prompt):", ""]
-            for name, texts in samples["texts"].items():
-                lines.append(f"- {name}: `{samples['prompts'][0]}` -> `{texts[0] if texts else ''}`")
-            lines.append("")
+        lines += quality_section(results["quality"], plots)
     if "throughput" in results:
-        lines += ["## 2. Throughput and latency against batch size", "",
-                  f"![throughput]({plots.get('throughput', '')})", "",
-                  _table(results["throughput"], [("mode", "mode"), ("batch", "batch"), ("T", "iterations"),
-                                                 ("tokens", "generated_tokens"), ("engine tok/s", "tokens_per_s"),
-                                                 ("HF tokens", "hf_generated_tokens"), ("HF tok/s", "hf_tokens_per_s"),
-                                                 ("engine / HF", "speedup")]), ""]
-        lat = [dict(mode=r["mode"], config=r["config"], rate=r["rate"], requests=r["requests"],
-                    tps=r["tokens_per_s"], **{f"{m}_{p}": r[m][p] for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99")})
-               for r in results.get("latency", [])]
-        if lat:
-            lines += ["Latency under Poisson arrivals (seconds; rate in requests/s):", "",
-                      _table(lat, [("mode", "mode"), ("config", "config"), ("rate", "rate"), ("requests", "requests"),
-                                   ("tok/s", "tps"), ("TTFT p50", "ttft_p50"), ("TTFT p99", "ttft_p99"),
-                                   ("TPOT p50", "tpot_p50"), ("TPOT p99", "tpot_p99"), ("e2e p50", "e2e_p50"),
-                                   ("e2e p99", "e2e_p99")]), ""]
+        lines += throughput_section(results, plots)
     if "roofline" in results:
-        roof = results["roofline"]
-        c, pt = roof["ceilings"], roof["per_token"]
-        lines += ["## 3. The roofline", "", f"![roofline]({plots.get('roofline', '')})", "",
-                  f"Ceilings measured in this run: copy {c['copy_gbps']:.1f} GB/s (read + write), read "
-                  f"{c['read_gbps']:.1f} GB/s, {c['matmul_dtype']} matmul ({c['matmul_n']}^3) "
-                  f"{c['matmul_tflops']:.3g} TFLOP/s.", "",
-                  "| work | FLOPs | bytes at batch 1 |", "|---|---|---|",
-                  f"| AR decode step, per sequence | {pt['ar_decode_flops']:.3g} | {pt['ar_decode_bytes_batch1']:.3g} |",
-                  f"| mask-predict pass, per target slot | {pt['mp_pass_flops_per_token']:.3g} | "
-                  f"{pt['mp_pass_bytes_batch1']:.3g} (whole pass) |", "",
-                  "Batch at which AR's roofline tokens/s reaches mask-predict's, by T: "
-                  + ", ".join(f"T={t}: {b if b else 'none up to 4096'}" for t, b in roof["crossover_batch"].items())
-                  + ".", ""]
-    if "quality" in results:
-        lines += ["## 4. Quality against throughput", "", f"![pareto]({plots.get('pareto', '')})", ""]
+        lines += roofline_section(results["roofline"], plots)
+    if "quality" in results and "throughput" in results and "validity" in (results["quality"]["pooled"] or [{}])[0]:
+        lines += ["## 4. Quality against throughput", "", f"![pareto]({plots.get('pareto', '')})", "",
+                  "Time to reach a validity level (the cheapest configuration whose 95% interval lies above it; "
+                  "seconds per request at the largest measured batch):", "",
+                  _table(time_to_validity(results["quality"]["pooled"], results["throughput"]),
+                         [("validity >=", lambda r: f"{r['level']:.0%}"),
+                          ("AR", lambda r: f"{r['ar'][1]}: {r['ar'][0] * 1e3:.2f} ms" if r["ar"] else "not reached"),
+                          ("mask-predict", lambda r: f"{r['mp'][1]}: {r['mp'][0] * 1e3:.2f} ms" if r["mp"] else "not reached")]),
+                  ""]
     lines += ["## 5. Profiling", ""]
     if results.get("profile"):
-        lines.append("Chrome/Perfetto traces with the engine's named ranges (AR: schedule, prepare_inputs, forward, "
-                     "sample; mask-predict: schedule, forward, predict, remask): "
+        lines.append("Chrome/Perfetto traces with the engine's named ranges: "
                      + ", ".join(f"`{p}`" for p in results["profile"].values()) + ".")
     else:
         lines.append("Run with `--profile` to write torch.profiler traces of an AR and a mask-predict batch.")
     return "\n".join(lines) + "\n"
+
+
+def quality_section(q, plots):
+    rows = q["pooled"]
+    language = rows and "validity" in rows[0]
+    lines = ["## 1. Quality as distributions", ""]
+    if language:
+        lines += [f"![quality]({plots.get('quality', '')})", "", f"![lengths]({plots.get('lengths', '')})", "",
+                  f"![frontier]({plots.get('frontier', '')})", "",
+                  f"{rows[0]['prompts']} held-out prompts, one seed per request; sampled configurations pooled over "
+                  "their seeds. Validity with 95% Wilson intervals; passes include the length head's; NLL: the "
+                  "grammar's exact NLL per token of the valid outputs; sampler entropy: the sampler's own NLL "
+                  "per token of its samples (seed 0).", ""]
+        strata = list(rows[0]["validity_by_length"])
+        cols = [("model", "model"), ("config", "config"), ("seeds", "seeds"), ("validity", lambda r: pct(r["validity"])),
+                ("passes", "mean_passes"), ("words (ref)", lambda r: f"{r['mean_words']:.1f} ({r['reference_mean_words']:.1f})"),
+                ("length TV", "length_tv"), ("NLL/token valid", "nll_per_token_valid"),
+                ("sampler entropy", "sampler_nll_per_token")]
+        cols += [(f"valid, {s} words", lambda r, s=s: _stratum(r, s)) for s in strata]
+        lines += [_table(rows, cols), ""]
+        ref = q.get("reference")
+        if ref:
+            lines += [f"Held-out continuations: {ref['mean_words']:.1f} words on average, exact NLL "
+                      f"{ref['entropy_per_token']:.3f} nats/token (an estimate of the reference's entropy given the prompts).", ""]
+    else:
+        cols = [("model", "model"), ("config", "config"), ("distinct-2", "distinct_2"), ("repeat rate", "repeat_rate"),
+                ("passes", "mean_passes"), ("judge ppl", "judge_perplexity")]
+        lines += [_table(rows, cols), ""]
+    samples = q.get("samples", {})
+    if samples and q.get("prompts"):
+        lines += [f"Samples (first prompt, `{q['prompts'][0]}`):", ""]
+        lines += [f"- {name}: `{texts[0] if texts else ''}`" for name, texts in samples.items()] + [""]
+    return lines
+
+
+def _stratum(row, stratum):
+    p = row["validity_by_length"][stratum]
+    return f"{p['value']:.0%} (n={p['n']})" if p["n"] else "-"
+
+
+def throughput_section(results, plots):
+    rows = results["throughput"]
+    lines = ["## 2. Throughput, engine against HF, and latency", "", f"![throughput]({plots.get('throughput', '')})", "",
+             "Seconds: median (interquartile range) over the repetitions after warm-up; engine/HF: the ratio of "
+             "the median times, with the range of the per-repetition paired ratios. AR runs to its natural "
+             "length (stops at `<eos>`); mask-predict asks the length head, then runs T passes.", "",
+             _table(rows, [("mode", "mode"), ("config", "config"), ("batch", "batch"),
+                           ("engine s", lambda r: _spread(r["seconds"])),
+                           ("HF s", lambda r: _spread(r["hf_seconds"]) if "hf_seconds" in r else "-"),
+                           ("engine/HF", lambda r: f"{r['speedup']:.2f}x ({r['speedup_paired']['min']:.2f}-"
+                                                   f"{r['speedup_paired']['max']:.2f})" if "speedup" in r else "-"),
+                           ("same tokens as HF", "same_as_hf"), ("tokens/s", "tokens_per_s"),
+                           ("words/s", "words_per_s"),
+                           ("valid", lambda r: f"{r['valid_outputs']}/{r['batch']}" if "valid_outputs" in r else "-"),
+                           ("valid words/s", "valid_words_per_s")]), ""]
+    lat = results.get("latency", [])
+    if lat:
+        lines += ["Latency under Poisson arrivals, both modes at the same rates (seconds; rate in requests/s, as a "
+                  "fraction of AR's measured capacity):", "",
+                  _table(lat, [("mode", "mode"), ("config", "config"), ("load", "load"), ("rate", "rate"),
+                               ("requests", "requests"), ("TTFT p50", lambda r: r["ttft"]["p50"]),
+                               ("TTFT p99", lambda r: r["ttft"]["p99"]), ("e2e p50", lambda r: r["e2e"]["p50"]),
+                               ("e2e p90", lambda r: r["e2e"]["p90"]), ("e2e p99", lambda r: r["e2e"]["p99"])]), ""]
+    return lines
+
+
+def roofline_section(roof, plots):
+    rates = ", ".join(f"{k} rows {v:.3g}" for k, v in roof["matmul_tflops"].items())
+    lines = ["## 3. The roofline", "", f"![roofline]({plots.get('roofline', '')})", "",
+             f"Ceilings measured in this run at the workload's sizes: copying a buffer the size of the weights "
+             f"({roof['weight_bytes'] / 1e6:.2f} MB) {roof['bandwidth_gbps']:.1f} GB/s; {roof['dtype']} matmul of the "
+             f"MLP's shape ({roof['matmul_shape'][0]} x {roof['matmul_shape'][1]}) in TFLOP/s at: {rates}.", "",
+             _table(roof["points"], [("mode", "mode"), ("config", "config"), ("batch", "batch"),
+                                     ("measured s", "measured_seconds"), ("bound s", "bound_seconds"),
+                                     ("bound / measured", lambda r: f"{r['fraction_of_bound']:.1%}"),
+                                     ("predicted s (bound + fixed cost)", "predicted_seconds"),
+                                     ("predicted / measured", "predicted_over_measured")]), ""]
+    return lines

@@ -10,10 +10,13 @@ max(bytes / bandwidth, flops / matmul rate) on a machine with those ceilings.
   so tokens/s grows ~linearly with B until the step turns compute-bound.
 - Mask-predict, batch B, prompt p, N target slots, T passes: every pass is a full
   bidirectional forward over L = p + N tokens per sequence (no cache reuse); the request
-  yields N tokens after T passes. It is compute-bound already at small B (L tokens per
-  sequence per pass), and per token it does T * L / N times AR's work, so once AR is
-  compute-bound too, AR wins by about that factor; at small batch mask-predict wins when
-  T < N, since it reads the weights T times for N tokens instead of N times.
+  yields N tokens after T passes, T * L / N times AR's work per token.
+
+Which mode is faster where is not asserted here: the report compares these bounds (and the
+measured points) numerically. A step also has a fixed cost that neither bound sees (Python,
+kernel launches, scheduling); `Ceilings.fixed_step` adds a measured one to every step, and
+`batch_seconds_*` account a measured batch step by step (sequences that finished early
+leave it), so predicted crossovers can be checked against measured ones.
 """
 from dataclasses import dataclass
 
@@ -48,7 +51,7 @@ class ModelShape:
             head_dim=getattr(config, "head_dim", None) or hidden // heads,
             intermediate=intermediate,
             vocab=config.vocab_size,
-            gated_mlp=getattr(config, "model_type", "") in ("llama", "qwen2", "mistral"),
+            gated_mlp=getattr(config, "model_type", "") in ("llama", "qwen2", "mistral", "eurobert"),
             bytes_per_param=bytes_per_param,
         )
 
@@ -81,9 +84,10 @@ class ModelShape:
 class Ceilings:
     bandwidth: float  # bytes / s
     flops: float  # FLOP / s
+    fixed_step: float = 0.0  # seconds every step costs whatever its size (measured)
 
     def seconds(self, nbytes, nflops):
-        return max(nbytes / self.bandwidth, nflops / self.flops)
+        return self.fixed_step + max(nbytes / self.bandwidth, nflops / self.flops)
 
 
 def ar_decode_step(shape: ModelShape, batch: int, context: int):
@@ -122,13 +126,39 @@ def mp_tokens_per_second(shape, ceilings: Ceilings, batch, prompt, length, itera
     return batch * length / seconds
 
 
-def crossover_batch(ar_shape, mp_shape, ceilings, prompt, length, iterations, max_batch=4096):
-    """Smallest batch at which AR's roofline tokens/s reaches mask-predict's, or None."""
+def crossover_batch(ar_rate, mp_rate, max_batch=4096):
+    """Smallest power-of-two batch at which ar_rate(batch) >= mp_rate(batch), or None."""
     batch = 1
     while batch <= max_batch:
-        ar = ar_tokens_per_second(ar_shape, ceilings, batch, prompt, length)
-        mp = mp_tokens_per_second(mp_shape, ceilings, batch, prompt, length, iterations)
-        if ar >= mp:
+        if ar_rate(batch) >= mp_rate(batch):
             return batch
         batch *= 2
     return None
+
+
+def batch_seconds_ar(shape, ceilings_at, prompt, generated):
+    """Bound on one AR batch: a prefill, then one decode step per generated position, each over
+    the sequences still running (generated[i] tokens for sequence i, <eos> included).
+    ceilings_at(rows) -> the Ceilings for a step of `rows` tokens."""
+    batch = len(generated)
+    seconds = ceilings_at(batch * prompt).seconds(*ar_prefill(shape, batch, prompt))
+    for step in range(1, max(generated)):
+        running = sum(1 for g in generated if g > step)
+        seconds += ceilings_at(running).seconds(*ar_decode_step(shape, running, prompt + step))
+    return seconds
+
+
+def batch_seconds_mp(shape, ceilings_at, prompt, frames, passes, length_head):
+    """Bound on one mask-predict batch: a length-head pass (one slot) when used, then passes[i]
+    passes over frames[i] slots for request i; each step runs the requests with passes left."""
+    batch = len(frames)
+    seconds = ceilings_at(batch * (prompt + 3)).seconds(*mp_pass(shape, batch, prompt, 1)) if length_head else 0.0
+    for step in range(max(passes)):
+        live = [f for f, p in zip(frames, passes) if p > step]
+        nbytes = flops = 0.0
+        for f in set(live):
+            b, fl = mp_pass(shape, live.count(f), prompt, f)
+            nbytes, flops = nbytes + b, flops + fl
+        nbytes -= (len(set(live)) - 1) * shape.weight_bytes  # the weights are read once per step
+        seconds += ceilings_at(sum(prompt + f + 2 for f in live)).seconds(nbytes, flops)
+    return seconds

@@ -59,7 +59,7 @@ def check_model(name, folder, device, dtype, batch_sizes, prompt_len, new_tokens
     rows = []
     for batch in batch_sizes:
         prompts = torch.randint(0, vocab, (batch, prompt_len), generator=gen).tolist()
-        row = throughput.ar_point(llm, hf, prompts, new_tokens, device, reps)
+        row = throughput.ar_fixed_point(llm, hf, prompts, new_tokens, device, reps)
         bound = roofline.ar_tokens_per_second(shape, ceilings, batch, prompt_len, new_tokens)
         row.update(model=name, params=shape.matmul_params + shape.vocab * shape.hidden,
                    roofline_tokens_per_s=bound, roofline_pct=100 * row["tokens_per_s"] / bound)

@@ -165,7 +165,8 @@ def plot_curves(points, path):
     ax.set_xlabel("step")
     ax.set_ylabel("held-out objective loss - its floor")
     ax.set_title("Learning curves (small, largest budget)")
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,60 +1,37 @@
-"""Throughput against batch size, and latency under Poisson arrivals, engine vs HF.
+"""Timed batches (engine against its HF baseline) and latency under Poisson arrivals.
 
-Every engine number has its HF baseline measured in the same run on the same model,
-prompts and token counts; ratios are engine tokens/s over baseline tokens/s.
+`timed_point` runs the engine and the baseline on the same batch alternately, after warm-up,
+and returns every repetition's seconds: the report gives medians, the ratio of the medians and
+the spread of the per-repetition paired ratios. `poisson_replay` replays arrivals through
+`Engine.step()`; a request may take several stages (a masked model's length head, then its
+frame), each stage's request added when the previous one finishes, all timed from the
+original arrival.
 """
 import random
-import statistics
 import time
 
-from engine import MaskPredictParams, SamplingParams
-
-from . import hf_baselines
-from .timing import median_seconds, paired_median_seconds
+from . import stats
+from .timing import paired_times
 
 
-def _generated(outputs):
-    return sum(len(o.token_ids) for o in outputs)
+def timed_point(engine_fn, baseline_fn, device, warmup, reps):
+    """(last engine result, last baseline result, summary dict) of alternating timed runs."""
+    results = {}
 
+    def run(key, fn):
+        results[key] = fn()
 
-def _point(engine_fn, hf_fn, device, reps):
-    """Engine and baseline timed alternately; returns their outputs and median seconds."""
-    outputs, hf_outputs = [], []
-    if hf_fn is None:
-        seconds = median_seconds(lambda: outputs.append(engine_fn()), device, warmup=1, reps=reps)
-        return outputs[-1], seconds, None, None
-    seconds, hf_seconds = paired_median_seconds(
-        lambda: outputs.append(engine_fn()), lambda: hf_outputs.append(hf_fn()), device, warmup=1, reps=reps)
-    return outputs[-1], seconds, hf_outputs[-1], hf_seconds
-
-
-def _row(row, outputs, seconds, hf_tokens, hf_seconds):
-    tokens = _generated(outputs)
-    row.update(seconds=seconds, generated_tokens=tokens, tokens_per_s=tokens / seconds)
-    if hf_seconds is not None:
-        row.update(hf_seconds=hf_seconds, hf_generated_tokens=hf_tokens, hf_tokens_per_s=hf_tokens / hf_seconds,
-                   speedup=(tokens / seconds) / (hf_tokens / hf_seconds))
-    return row
-
-
-def ar_point(llm, hf_model, prompt_ids, new_tokens, device, reps):
-    """One batch size: engine and HF generate() tokens/s for the same greedy work."""
-    params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
-    hf_fn = None if hf_model is None else lambda: hf_baselines.hf_generate(hf_model, prompt_ids, new_tokens)
-    outputs, seconds, hf_out, hf_seconds = _point(lambda: llm.generate(prompt_ids, params), hf_fn, device, reps)
-    row = {"mode": "ar", "batch": len(prompt_ids), "new_tokens": new_tokens}
-    return _row(row, outputs, seconds, None if hf_out is None else hf_out.numel(), hf_seconds)
-
-
-def mp_point(llm, hf_model, tokenizer, prompt_ids, length, iterations, device, reps):
-    """One (batch size, T): engine and the HF masked-LM loop tokens/s for the same passes."""
-    params = MaskPredictParams(length=length, iterations=iterations)
-    hf_fn = None if hf_model is None else (
-        lambda: hf_baselines.hf_mask_predict(hf_model, tokenizer, prompt_ids, length, iterations))
-    outputs, seconds, hf_out, hf_seconds = _point(lambda: llm.generate(prompt_ids, params), hf_fn, device, reps)
-    row = {"mode": "mp", "batch": len(prompt_ids), "length": length, "iterations": iterations,
-           "nfe": statistics.mean(o.metrics.nfe for o in outputs)}
-    return _row(row, outputs, seconds, None if hf_out is None else hf_out.numel(), hf_seconds)
+    engine_times, hf_times = paired_times(lambda: run("engine", engine_fn),
+                                          None if baseline_fn is None else (lambda: run("hf", baseline_fn)),
+                                          device, warmup, reps)
+    summary = {"seconds": stats.spread(engine_times)}
+    if hf_times:
+        ratios = [h / e for e, h in zip(engine_times, hf_times)]
+        hf = stats.spread(hf_times)
+        # engine speed over the baseline's: the ratio of the median times
+        summary.update(hf_seconds=hf, speedup=hf["median"] / summary["seconds"]["median"],
+                       speedup_paired=stats.spread(ratios))
+    return results.get("engine"), results.get("hf"), summary
 
 
 def percentiles(values, qs=(50, 90, 99)):
@@ -64,39 +41,71 @@ def percentiles(values, qs=(50, 90, 99)):
     return {f"p{q}": values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] for q in qs}
 
 
-def poisson_replay(engine, prompts, params, rate, seed=0):
+def poisson_replay(engine, prompts, stages, rate, seed=0):
     """Requests arrive as a Poisson process of `rate` per second, replayed through step().
 
-    Arrival times are drawn up front; before every step the requests whose time has come
-    are added (with their true arrival time, so queueing delay counts in TTFT). Returns
-    per-request metrics and the achieved throughput.
+    stages: functions; stages[0](i) gives request i's first params, stages[k](i, output) the
+    next stage's params from the previous stage's finished output. Arrival times are drawn up
+    front; every stage is added with the request's true arrival time, so queueing and earlier
+    stages count in its TTFT and end-to-end time. Returns the final stages' metrics.
     """
     rng = random.Random(seed)
-    gaps = [rng.expovariate(rate) for _ in prompts]
     start = time.perf_counter()
-    arrivals = [start + sum(gaps[: i + 1]) for i in range(len(prompts))]
-    pending, finished = list(zip(arrivals, prompts)), {}
+    arrivals, t = [], start
+    for _ in prompts:
+        t += rng.expovariate(rate)
+        arrivals.append(t)
+    pending, stage_of, owner, finished = list(range(len(prompts))), {}, {}, {}
+
+    def add(i, params):
+        rid = engine.add_request(prompts[i], params, arrival_time=arrivals[i])
+        owner[rid] = i
+        return rid
+
     while pending or engine.has_unfinished():
         now = time.perf_counter()
-        while pending and pending[0][0] <= now:
-            arrival, prompt = pending.pop(0)
-            engine.add_request(prompt, params, arrival_time=arrival)
+        while pending and arrivals[pending[0]] <= now:
+            i = pending.pop(0)
+            stage_of[i] = 0
+            add(i, stages[0](i))
         if not engine.has_unfinished():
-            time.sleep(max(0.0, pending[0][0] - time.perf_counter()))
+            time.sleep(max(0.0, arrivals[pending[0]] - time.perf_counter()))
             continue
         for out in engine.step():
-            if out.finished:
-                finished[out.request_id] = out
+            if not out.finished:
+                continue
+            i = owner[out.request_id]
+            stage_of[i] += 1
+            if stage_of[i] < len(stages):
+                add(i, stages[stage_of[i]](i, out))
+            else:
+                finished[i] = out
     elapsed = time.perf_counter() - start
     metrics = [o.metrics for o in finished.values()]
-    tokens = sum(len(o.token_ids) for o in finished.values())
     return {
         "rate": rate,
         "requests": len(finished),
         "seconds": elapsed,
-        "generated_tokens": tokens,
-        "tokens_per_s": tokens / elapsed,
+        "generated_tokens": sum(len(o.token_ids) for o in finished.values()),
         "ttft": percentiles([m.ttft for m in metrics]),
         "tpot": percentiles([m.tpot for m in metrics]),
         "e2e": percentiles([m.e2e for m in metrics]),
     }
+
+
+def ar_fixed_point(llm, hf_model, prompt_ids, new_tokens, device, reps):
+    """Engine and HF generate() forced to exactly `new_tokens` per row (eos ignored): the fixed
+    work that random-weight models (benchmarks/scale_check.py) need."""
+    from engine import SamplingParams
+
+    from .hf_baselines import hf_generate_fixed
+
+    params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
+    outs, hf_out, summary = timed_point(lambda: llm.generate(prompt_ids, params),
+                                        lambda: hf_generate_fixed(hf_model, prompt_ids, new_tokens), device, 1, reps)
+    tokens, hf_tokens = sum(len(o.token_ids) for o in outs), hf_out.numel()
+    seconds, hf_seconds = summary["seconds"]["median"], summary["hf_seconds"]["median"]
+    return {"mode": "ar", "batch": len(prompt_ids), "new_tokens": new_tokens, "seconds": seconds,
+            "generated_tokens": tokens, "tokens_per_s": tokens / seconds, "hf_seconds": hf_seconds,
+            "hf_generated_tokens": hf_tokens, "hf_tokens_per_s": hf_tokens / hf_seconds,
+            "speedup": summary["speedup"], "speedup_paired": summary["speedup_paired"]}

@@ -1,4 +1,4 @@
-"""Wall-clock timing that is honest on both CPU and CUDA: warm-up, then the median of reps."""
+"""Wall-clock timing that is honest on both CPU and CUDA: warm-up, then repetitions."""
 import statistics
 import time
 
@@ -34,17 +34,20 @@ def median_seconds(fn, device="cpu", warmup=2, reps=10, max_seconds=None):
     return statistics.median(times)
 
 
-def paired_median_seconds(fn_a, fn_b, device="cpu", warmup=1, reps=5):
-    """Medians of fn_a and fn_b timed alternately (a, b, a, b, ...).
+def paired_times(fn_a, fn_b, device="cpu", warmup=1, reps=5):
+    """Per-repetition seconds of fn_a and fn_b timed alternately (a, b, a, b, ...), after warm-up.
 
-    On a shared machine a slow spell then hits both sides of a comparison alike, so their
-    ratio is steadier than that of two separate measurements.
+    On a shared machine a slow spell then hits both sides of a repetition alike, so the
+    per-repetition ratios a/b are steadier than those of two separate measurements; report the
+    ratio of the medians with the spread of the paired ratios. fn_b may be None (a alone).
     """
     for _ in range(warmup):
         fn_a()
-        fn_b()
+        if fn_b is not None:
+            fn_b()
     a_times, b_times = [], []
     for _ in range(reps):
         a_times.append(median_seconds(fn_a, device, warmup=0, reps=1))
-        b_times.append(median_seconds(fn_b, device, warmup=0, reps=1))
-    return statistics.median(a_times), statistics.median(b_times)
+        if fn_b is not None:
+            b_times.append(median_seconds(fn_b, device, warmup=0, reps=1))
+    return a_times, b_times

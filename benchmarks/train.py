@@ -131,10 +131,10 @@ def train_model(config: TrainConfig, lang=None, state_dir=None, progress=True, d
         log["flops"] += 3.0 * forward_flops(size, ids.vocab, batch.seq_lens, int((batch.targets != -100).sum()))
         window.append(loss.item())
         if len(window) == 50:
-            log["train_loss"].append((step + 1, round(sum(window) / len(window), 5)))
+            log["train_loss"].append([step + 1, round(sum(window) / len(window), 5)])
             window = []
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            log["eval"].append((step + 1, *heldout.losses(model)))
+            log["eval"].append([step + 1, *heldout.losses(model)])
             log["seconds"] = time.perf_counter() - began
             bar.set_postfix(heldout=f"{log['eval'][-1][1]:.4f}", floor=str(heldout.floor and round(heldout.floor, 4)))
             if state_dir and step + 1 < config.steps:

@@ -14,9 +14,12 @@ def test_quick_report_on_given_checkpoints(tmp_path):
     main(["--quick", "--ar-model", ar, "--mlm-model", mlm, "--judge", ar, "--out", str(out)])
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["mlm_models"] == {"mlm": mlm}  # only the masked LM given, not the bundled ones
-    for row in results["quality"]:
-        assert "validity" not in row  # the reference language scores only its own models
+    assert not results["meta"]["experiment"]
+    for row in results["quality"]["rows"]:
+        assert "validity" not in row  # the reference language scores only the experiment's models
         assert row["judge_perplexity"] >= 1
-    assert {r["model"] for r in results["throughput"]} == {ar, mlm}
+    assert {r["model"] for r in results["throughput"]} == {"gpt2", "bert"}
+    for r in results["throughput"]:
+        assert r["speedup"] > 0 and r["same_as_hf"] in (True, False)
     text = (out / "report.md").read_text()
     assert "## 3. The roofline" in text and "judge ppl" in text

@@ -176,3 +176,21 @@ def test_bad_arguments(lang):
         lang.log_prob(3)
     with pytest.raises(ValueError, match="one entry per text"):
         lang.log_probs(["a"], ["b", "c"])
+
+
+def test_continuation_lengths_match_brute_force():
+    """The exact distribution of the words after a prompt, against enumerating the tiny grammar."""
+    tiny = ReferenceLanguage.tiny()
+    sentences = tiny.enumerate()
+    prompts = ["", "the", "the cats", "a cat that", "these cats ( that the", "the cat sleeps .", "cat the"]
+    dist = tiny.continuation_lengths(prompts)
+    for prompt, row in zip(prompts, dist):
+        words = prompt.split()
+        brute = np.zeros(tiny.max_len + 1)
+        for s, p in sentences:
+            if s.split()[:len(words)] == words:
+                brute[len(s.split()) - len(words)] += p
+        if brute.sum() == 0:
+            assert row.sum() == 0, prompt  # no sentence starts so
+            continue
+        np.testing.assert_allclose(row, brute / brute.sum(), atol=1e-12, err_msg=prompt)
