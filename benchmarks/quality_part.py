@@ -21,7 +21,9 @@ from .suite import Run
 
 
 def configs_for(run: Run, path):
-    """(DecodeConfig, seeds) of a model: the seeds a configuration runs under."""
+    """(DecodeConfig, seeds) of a model: the seeds a configuration runs under. The causal model
+    and the uniformly masked one are sampled at every temperature of the frontier (several
+    seeds at temperature 1); the others decode greedily (the 15% MLM at T=1 and N only)."""
     sizes, spec = run.sizes, run.spec(path)
     all_seeds, first = list(range(sizes.sampling_seeds)), [0]
     causal = path == run.ar_path
@@ -30,11 +32,12 @@ def configs_for(run: Run, path):
     if causal:
         out.append((DecodeConfig("AR greedy", "ar"), first))
     else:
-        passes = sizes.passes if spec is None or spec.objective == "uniform" else (1, 4, "N")
+        uniform = spec is None or spec.objective == "uniform"
+        passes = sizes.passes if uniform else (1, "N")
         out += [(DecodeConfig(f"T={t}", "mp", passes=t), first) for t in passes]
         if spec is not None:
             out.append((DecodeConfig("L2R greedy", "l2r"), first))
-    if spec is not None or causal:
+    if causal or (spec is not None and spec.objective == "uniform"):
         for t in sizes.temperatures:
             name = f"{'AR' if causal else 'L2R'} sampled, temp {t:g}"
             out.append((DecodeConfig(name, kind, t), all_seeds if t == 1.0 else first))

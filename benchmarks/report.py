@@ -7,6 +7,7 @@ overlap, and as "indistinguishable" otherwise; a bound-type claim (memory- or co
 compares the measured intensity with the measured ridge. A report built from contradicting
 numbers therefore prints the other sentence, or none.
 """
+from . import stats
 from .roofline_part import rate_at
 
 
@@ -26,8 +27,7 @@ def _table(rows, columns):
 
 
 def pct(p):
-    """'83% [80%, 86%]' of a stats.proportion dict."""
-    return f"{p['value']:.0%} [{p['lo']:.0%}, {p['hi']:.0%}]"
+    return stats.proportion_text(p)
 
 
 def _spread(s, digits=3):

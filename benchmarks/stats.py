@@ -21,6 +21,12 @@ def proportion(successes, trials):
     return {"value": successes / trials if trials else None, "lo": lo, "hi": hi, "n": trials}
 
 
+def proportion_text(p):
+    """'95.6% [94.1%, 96.7%]': a proportion with its interval, one decimal (an interval of 1000
+    samples is a few points wide, and 99.6% must not print as 100%)."""
+    return f"{p['value']:.1%} [{p['lo']:.1%}, {p['hi']:.1%}]"
+
+
 def spread(values):
     """{"median", "q1", "q3", "min", "max", "n"} of repeated measurements."""
     values = sorted(values)

@@ -131,7 +131,10 @@ def commit(paths, message):
 
 
 def bundle(args):
-    """Copy the converged small checkpoints (config, weights, tokenizer, log) into assets."""
+    """Copy the converged small checkpoints (config, weights, tokenizer, log) into assets, with
+    a model card each, and the shared tokenizer."""
+    lang = ReferenceLanguage()
+    build_tokenizer("plain", lang.words, model_max_length=SIZES["small"].context).save_pretrained(ASSETS / "tokenizer")
     for name in MODELS:
         point = sweep_plan.Point("converged", name, "small", sweep_plan.CONVERGED_STEPS, None)
         source = args.work / point.key

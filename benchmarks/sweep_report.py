@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks import sweep_plan  # noqa: E402
+from benchmarks import stats, sweep_plan  # noqa: E402
 from benchmarks.objectives import MODELS  # noqa: E402
 
 QUALITY_COLUMNS = ("T=1", "T=4", "T=N", "L2R greedy", "L2R sampled")
@@ -24,8 +24,7 @@ def load_points(results):
 
 
 def _validity(row):
-    v = row["validity"]
-    return f"{v['value']:.0%} [{v['lo']:.0%}, {v['hi']:.0%}]"
+    return stats.proportion_text(row["validity"])
 
 
 def quality_cell(point, column):
@@ -45,8 +44,17 @@ def _gap(point, key="nll"):
     return f"{entry['gap']:.3f}" if entry else "-"
 
 
+def still_falling(point):
+    """How much the held-out objective loss fell over the last quarter of training (nats/token):
+    near zero when the budget is near convergence for this model."""
+    evals = point["train"]["eval"]
+    steps = evals[-1][0]
+    before = min(evals, key=lambda e: abs(e[0] - 0.75 * steps))
+    return before[1] - evals[-1][1]
+
+
 def table(points):
-    head = ("| model | size | steps | data | lr | params | train tokens | train FLOPs | NLL (floor) | gap | "
+    head = ("| model | size | steps | data | lr | params | train tokens | train FLOPs | last-quarter drop | NLL (floor) | gap | "
             "random-order gap | single-mask gap | length-head gap | "
             + " | ".join(f"valid {c}" for c in QUALITY_COLUMNS) + " | mean words (ref) | length TV |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -58,7 +66,7 @@ def table(points):
         sampled = p["quality"].get("L2R sampled") or p["quality"]["AR sampled"]
         lines.append(
             f"| {pt['model']} | {pt['size']} | {pt['steps']} | {pt['data']} | {pt['lr']:g} | {tr['params']:,} | "
-            f"{tr['tokens'] / 1e6:.2f}M | {tr['flops']:.2e} | {nll['model']:.3f} ({nll['floor']:.3f}) | "
+            f"{tr['tokens'] / 1e6:.2f}M | {tr['flops']:.2e} | {still_falling(p):.3f} | {nll['model']:.3f} ({nll['floor']:.3f}) | "
             f"{nll['gap']:.3f} | {_gap(p, 'random_order_nll')} | {_gap(p, 'single_mask')} | {_gap(p, 'length_head')} | "
             + " | ".join(quality_cell(p, c) for c in QUALITY_COLUMNS)
             + f" | {sampled['mean_words']:.1f} ({ref['reference_mean_words']:.1f}) | {sampled['length_tv']:.2f} |")
@@ -186,7 +194,9 @@ def write(results):
             "Written by `python -m benchmarks.sweep` from `points/*.json` (one file per trained model; "
             "the method is in docs/experiment.md). NLL: per token (words + `<eos>`) of 1000 held-out "
             "answers given their prompts, the floor is the grammar's exact value; validity: share of "
-            "continuations of the same held-out prompts that are valid sentences, with 95% Wilson intervals.", "",
+            "continuations of the same held-out prompts that are valid sentences, with 95% Wilson intervals; "
+            "last-quarter drop: how much the held-out training objective fell over the last quarter of the "
+            "steps (near zero: near convergence).", "",
             "![compute](compute.png)", "", "![curves](curves.png)", "",
             "## Which factor moves quality", "",
             causes_table(causes(points)) if causes(points) else "(no pair of points differing in one factor yet)", "",

@@ -24,8 +24,8 @@ def test_the_more_valid_mode_is_the_one_named_more_valid():
     ar_wins = " ".join(report.quality_sentences(_quality(0.95, 0.2, 0.4)))
     mp_wins = " ".join(report.quality_sentences(_quality(0.30, 0.2, 0.9)))
     tie = " ".join(report.quality_sentences(_quality(0.50, 0.2, 0.51)))
-    assert "ar sampled at temperature 1 (95%" in ar_wins and "is more valid than cmlm" in ar_wins
-    assert "cmlm T=N (90%" in mp_wins and "is more valid than ar sampled" in mp_wins
+    assert "ar sampled at temperature 1 (95.0%" in ar_wins and "is more valid than cmlm" in ar_wins
+    assert "cmlm T=N (90.0%" in mp_wins and "is more valid than ar sampled" in mp_wins
     assert "more valid than ar" not in ar_wins and "more valid than cmlm" not in mp_wins
     assert "indistinguishable" in tie and "is more valid than" not in tie
 
