@@ -16,6 +16,13 @@ def _pooled(results):
     return results["quality"]["pooled"]
 
 
+def _label(ax, xlabel, ylabel, title, legend=7):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend)
+
+
 def _err(p):
     return [[p["value"] - p["lo"]], [p["hi"] - p["value"]]]
 
@@ -39,10 +46,8 @@ def quality_vs_passes(results, path):
             ax.axhspan(r["validity"]["lo"], r["validity"]["hi"], color="gray" if r["temperature"] else "black",
                        alpha=0.25, label=f"AR {r['config']}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("passes per request (length head included; open squares: one slot per pass, left to right)")
-    ax.set_ylabel("validity")
-    ax.set_title("Quality against passes")
-    ax.legend(fontsize=7)
+    _label(ax, "passes per request (length head included; open squares: one slot per pass, left to right)",
+           "validity", "Quality against passes")
     return _save(fig, path)
 
 
@@ -88,10 +93,8 @@ def frontier(results, path):
                         (r["sampler_nll_per_token"], r["nll_per_token_valid"]), fontsize=6)
     h = q["reference"]["entropy_per_token"]
     ax.plot([h], [h], marker="*", markersize=12, color="black", linestyle="none", label="the language itself")
-    ax.set_xlabel("sampler entropy (nats/token)")
-    ax.set_ylabel("grammar NLL of valid outputs (nats/token)")
-    ax.set_title("Quality-entropy frontier across temperatures")
-    ax.legend(fontsize=7)
+    _label(ax, "sampler entropy (nats/token)", "grammar NLL of valid outputs (nats/token)",
+           "Quality-entropy frontier across temperatures")
     return _save(fig, path)
 
 
@@ -140,10 +143,7 @@ def roofline_plot(results, path):
         ax.scatter([r["batch"]], [r["tokens_per_s"]], color=color, s=20, zorder=3)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("generated tokens / s")
-    ax.set_title("Roofline (lines) and measured engine (dots)")
-    ax.legend(fontsize=6)
+    _label(ax, "batch size", "generated tokens / s", "Roofline (lines) and measured engine (dots)", legend=6)
     return _save(fig, path)
 
 
@@ -158,10 +158,8 @@ def pareto(results, path):
                           [r["validity"]["hi"] - r["validity"]["value"] for r in pts]],
                     fmt="o", color=f"C{i}", capsize=2, label=model)
     ax.set_xscale("log")
-    ax.set_xlabel("seconds per 1000 prompts (part 1's runs, all prompts in one engine batch)")
-    ax.set_ylabel("validity")
-    ax.set_title("Quality against cost")
-    ax.legend(fontsize=8)
+    _label(ax, "seconds per 1000 prompts (part 1's runs, all prompts in one engine batch)", "validity",
+           "Quality against cost", legend=8)
     return _save(fig, path)
 
 
