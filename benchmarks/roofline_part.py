@@ -2,7 +2,8 @@
 
 - Ceilings at the workload's sizes: memory bandwidth copying a buffer the size of the model's
   weights, and the matmul rate of the model's MLP shape (hidden x intermediate) at each row
-  count a step can have (1 .. 4096 tokens), interpolated in between.
+  count a step can have (1 .. 4096 tokens), interpolated in between; each the best of its
+  repetitions.
 - Every measured throughput point gets its bound (benchmarks/roofline.py, accounted step by
   step from the point's own lengths, frames and passes): the measured time as a fraction of
   it says how far the engine is from the hardware.
@@ -17,22 +18,23 @@ import torch
 
 from . import roofline
 from .suite import Run
-from .timing import median_seconds
+from .timing import best_seconds
 
 MATMUL_ROWS = (1, 4, 16, 64, 256, 1024, 4096)
 
 
-def workload_ceilings(shape, device, dtype, reps=10):
-    """bandwidth (bytes/s) at the weights' size and {rows: FLOP/s} at the MLP's shape."""
+def workload_ceilings(shape, device, dtype, reps=20):
+    """bandwidth (bytes/s) at the weights' size and {rows: FLOP/s} at the MLP's shape, each the
+    best of `reps` timings (a ceiling is what the machine can at least do)."""
     numel = max(1024, shape.weight_bytes // 4)
     src = torch.empty(numel, dtype=torch.float32, device=device).uniform_()
     dst = torch.empty_like(src)
-    copy = 2 * numel * 4 / median_seconds(lambda: dst.copy_(src), device, warmup=3, reps=reps)
+    copy = 2 * numel * 4 / best_seconds(lambda: dst.copy_(src), device, reps=reps)
     w = torch.randn(shape.hidden, shape.intermediate, device=device).to(dtype)
     rates = {}
     for rows in MATMUL_ROWS:
         x = torch.randn(rows, shape.hidden, device=device).to(dtype)
-        seconds = median_seconds(lambda: x @ w, device, warmup=3, reps=reps)
+        seconds = best_seconds(lambda: x @ w, device, reps=reps)
         rates[rows] = 2 * rows * shape.hidden * shape.intermediate / seconds
     return copy, rates
 

@@ -5,6 +5,12 @@ import time
 import torch
 
 
+def best_seconds(fn, device="cpu", warmup=3, reps=20):
+    """The fastest of `reps` timed calls: what a ceiling is (the machine can at least do this),
+    and steadier than a median when other work shares the machine."""
+    return min(median_seconds(fn, device, warmup=warmup if i == 0 else 0, reps=1) for i in range(reps))
+
+
 def median_seconds(fn, device="cpu", warmup=2, reps=10, max_seconds=None):
     """Median seconds of one call of `fn()`; CUDA calls are timed with events after a sync.
 
