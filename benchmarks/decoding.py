@@ -88,16 +88,25 @@ def banned_mask(ids, special_ids):
 
 
 @torch.no_grad()
-def mask_predict(model, prompts, frames, params, ids, special_ids, seeds=None):
+def mask_predict(model, prompts, frames, params, ids, special_ids, seeds=None, text_only=False):
     """Fill frames[i] masked slots after prompts[i] with the engine's mask-predict rules;
-    `params` is one MaskPredictParams or one per prompt (its length is frames[i])."""
+    `params` is one MaskPredictParams or one per prompt (its length is frames[i]).
+
+    text_only: a sequence decoded one slot per pass left to right (block_size 1) stops once
+    it has produced `<eos>`: its text cannot change any more (later slots only pad), so the
+    words are the engine's and the later passes are saved; its passes count as the engine's."""
     seeds = seeds or [0] * len(prompts)
     params = params if isinstance(params, list) else [params] * len(prompts)
     banned = banned_mask(ids, special_ids)
     seqs = [SequenceRefinement(replace(p, length=n, length_candidates=None), n, seed, ids.mask)
             for p, n, seed in zip(params, frames, seeds)]
+    done_early = set()
     while True:
-        live = [i for i, s in enumerate(seqs) if not s.finished]
+        if text_only:
+            for i, s in enumerate(seqs):
+                if i not in done_early and params[i].block_size == 1 and ids.eos in s.tokens[:s.block_index]:
+                    done_early.add(i)
+        live = [i for i, s in enumerate(seqs) if not s.finished and i not in done_early]
         if not live:
             break
         work = [i for i in live if seqs[i].slots_to_predict()]
@@ -133,9 +142,10 @@ def mask_predict(model, prompts, frames, params, ids, special_ids, seeds=None):
             seqs[i].apply(slots[start:end], tokens[start:end], confidence[start:end])
             start = end
     out = []
-    for s, n in zip(seqs, frames):
+    for i, (s, n) in enumerate(zip(seqs, frames)):
         words = s.tokens[:s.tokens.index(ids.eos)] if ids.eos in s.tokens else list(s.tokens)
-        out.append(Decoded(tokens=list(s.tokens), words=words, passes=s.passes_run, frame=n))
+        passes = params[i].iterations if i in done_early else s.passes_run
+        out.append(Decoded(tokens=list(s.tokens), words=words, passes=passes, frame=n))
     return out
 
 

@@ -85,7 +85,7 @@ def decode(model, spec, prompts, ids, special_ids, config: DecodeConfig, seeds, 
     else:
         frames = [MAX_SLOTS] * len(prompts)
     params = [config.mp_params(n) for n in frames]
-    outs = decoding.mask_predict(model, prompts, frames, params, ids, special_ids, seeds)
+    outs = decoding.mask_predict(model, prompts, frames, params, ids, special_ids, seeds, text_only=True)
     if spec.length_head and not config.oracle_frame:
         for o in outs:
             o.passes += 1  # the length head's pass

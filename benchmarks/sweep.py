@@ -15,7 +15,7 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -84,12 +84,27 @@ def run_point(point, lr, args, lang):
                                corpus_size=sweep_plan.REPEATED_CORPUS)
     folder = args.work / point.key
     load_before = os.getloadavg()
-    model, log = train.train_model(config, lang, state_dir=folder, device=args.device)
-    train.save_model(model, log, folder, lang)
+    model, log = _trained(folder, config)
+    if model is None:
+        model, log = train.train_model(config, lang, state_dir=folder, device=args.device)
+        train.save_model(model, log, folder, lang)
     result = {"point": {**point.as_dict(), "lr": lr, "key": point.key}, "train": log,
               "machine": {"cpu": platform.processor() or platform.machine(), "device": args.device,
                           "threads": torch.get_num_threads(), "load_before": load_before}}
     return evaluate_point(result, model, args, lang)
+
+
+def _trained(folder, config):
+    """(model, log) of a point trained before an interruption during its evaluation, else (None, None)."""
+    from benchmarks.transformer import load_checkpoint
+
+    log_file = folder / "train_log.json"
+    if not log_file.exists() or not (folder / "model.safetensors").exists():
+        return None, None
+    log = json.loads(log_file.read_text())
+    if log.get("config") != asdict(config):
+        return None, None
+    return load_checkpoint(folder)[0], log
 
 
 def evaluate_point(result, model, args, lang):
