@@ -35,7 +35,7 @@ def engine_decode(llm, spec, config: DecodeConfig, prompts, seeds, oracle_frames
     tok = llm.tokenizer
     start = time.perf_counter()
     if config.kind == "ar":
-        limit = llm.engine.max_model_len
+        limit = llm.engine.loaded.max_positions
         params = [config.ar_params(limit - len(tok(p)["input_ids"]), seed) for p, seed in zip(prompts, seeds)]
         outs = llm.generate(prompts, params)
         seconds = time.perf_counter() - start

@@ -121,7 +121,8 @@ def throughput_vs_batch(results, path):
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel(label)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.suptitle("What each mode delivers per second")
     return _save(fig, path)
 

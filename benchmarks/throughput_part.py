@@ -56,7 +56,7 @@ def _rates(row):
 
 def ar_point(run, llm, hf, prompt_texts, prompt_ids):
     tok, sizes = llm.tokenizer, run.sizes
-    limit = llm.engine.max_model_len - len(prompt_ids[0])
+    limit = llm.engine.loaded.max_positions - len(prompt_ids[0])
     params = SamplingParams(temperature=0.0, max_tokens=limit)
     eos = tok.eos_token_id
     outs, hf_rows, summary = throughput.timed_point(
@@ -123,7 +123,7 @@ def latency(run: Run, rows, mp_path):
     ar_llm, mp_llm = run.llm(run.ar_path), run.llm(mp_path)
     ar_ids = _prompt_ids(ar_llm.tokenizer, prompts, True)
     mp_ids = _prompt_ids(mp_llm.tokenizer, prompts, False)
-    limit = ar_llm.engine.max_model_len - len(ar_ids[0])
+    limit = ar_llm.engine.loaded.max_positions - len(ar_ids[0])
     spec = run.spec(mp_path)
     config = DecodeConfig("T=4", "mp", passes=4)
     if spec is not None and spec.length_head:
