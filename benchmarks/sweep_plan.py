@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from benchmarks.objectives import MODELS
 
-LR_GRID = (3e-3, 1e-2, 1e-3)
+LR_GRID = (3e-3, 1e-2, 1e-3, 3e-4)
 LR_STEPS = 2000
 CONVERGED_STEPS = 16000
 OTHER_BUDGETS = (500, 6000)
