@@ -16,6 +16,7 @@ MODEL_REGISTRY = {
     "BertForMaskedLM": ("bert", "BertForMaskedLM", "masked"),
     "RobertaForMaskedLM": ("bert", "BertForMaskedLM", "masked"),
     "DistilBertForMaskedLM": ("bert", "BertForMaskedLM", "masked"),
+    "EuroBertForMaskedLM": ("eurobert", "EuroBertForMaskedLM", "masked"),
 }
 
 MODEL_TYPES = {
@@ -26,4 +27,5 @@ MODEL_TYPES = {
     "bert": "bert",
     "roberta": "bert",
     "distilbert": "bert",
+    "eurobert": "eurobert",
 }
