@@ -38,7 +38,7 @@ def _worth(run, prompt_texts, texts):
     out = {"words": sum(words)}
     if run.language is not None:
         valid = [lp > float("-inf") for lp in run.language.log_probs(texts, prompt_texts)]
-        out.update(valid_outputs=sum(valid), valid_words=sum(w for w, v in zip(words, valid) if v))
+        out.update(valid_outputs=int(sum(valid)), valid_words=int(sum(w for w, v in zip(words, valid) if v)))
     return out
 
 
