@@ -111,7 +111,7 @@ class _Request:
     seed: int
     metrics: RequestMetrics
     sequences: list
-    features: tuple  # what its sequences use (_features): the batch skips what no row uses
+    features: tuple  # what its sequences use (pass_features): the batch skips what no row uses
     unfinished: int = 0  # sequences still refining
     error: str | None = None  # why it failed (or "aborted"): it leaves at the next _drop_done
 
@@ -131,7 +131,25 @@ class _PassOutcome:
     scores: torch.Tensor | None  # float64 [S]: mean log-probability (scored rows that are done)
 
 
-def _features(params: MaskPredictParams) -> tuple:
+def predict_slots(ops, batch: SequenceBatch, inputs, logits, features: frozenset):
+    """Per head row of a pass (logits [R, V], restricted): the prediction and its confidence,
+    the argmax, or a seeded draw for the predicted slots of sampled rows. Shared with the
+    experiment's decoder (benchmarks/decoding.py), which drives SequenceBatch itself."""
+    tokens, confidence = ops.confidence_argmax(logits)
+    if "sampled" not in features:
+        return tokens, confidence
+    seq, slot = inputs.head.nonzero(as_tuple=True)  # head row i is (seq[i], slot[i])
+    draw = (inputs.predicted[seq, slot] & (batch.temperature[seq] > 0)).nonzero()[:, 0]
+    if not draw.numel():
+        return tokens, confidence
+    seq, slot, rows = seq[draw], slot[draw], logits.index_select(0, draw)
+    seeds = mix_seeds_torch(batch.seed[seq], SAMPLE_STREAM, batch.passes_run[seq], slot)
+    drawn = ops.sample(rows, batch.temperature[seq], batch.top_k[seq], batch.top_p[seq], seeds)
+    probs = torch.softmax(rows.float(), dim=-1).gather(1, drawn[:, None])[:, 0]
+    return tokens.index_copy(0, draw, drawn), confidence.index_copy(0, draw, probs)
+
+
+def pass_features(params: MaskPredictParams) -> tuple:
     """The parts of a pass a request's sequences need: their rule ("rule:<name>" or
     "threshold"), and "stop_early", "sampled" (temperature > 0), "scored" (length candidates)."""
     features = ["threshold" if params.threshold is not None else f"rule:{params.remask}"]
@@ -209,7 +227,7 @@ class MaskPredictExecutor:
     def add(self, request_id, prompt, prompt_token_ids, params, seed, arrival_time) -> None:
         request = _Request(request_id, prompt, list(prompt_token_ids), params, seed,
                            RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids)),
-                           [], _features(params))
+                           [], pass_features(params))
         request.sequences = [_Sequence(request, n, self.mask_id) for n in params.lengths]
         request.unfinished = len(request.sequences)
         self.waiting.append(request)
@@ -320,28 +338,13 @@ class MaskPredictExecutor:
                 for start, end in self.banned_ranges:  # a fresh tensor: a few columns, in place
                     logits[:, start:end] = float("-inf")
             with ranged("predict"):
-                head_tokens, head_confidence = self._predict(batch, inputs, logits, features)
+                head_tokens, head_confidence = predict_slots(self.ops, batch, inputs, logits, features)
                 tokens = tokens.masked_scatter(inputs.head, head_tokens)
                 confidence = confidence.masked_scatter(inputs.head, head_confidence)
         with ranged("remask"):
             after, masked, done = batch.after_pass(inputs, tokens, confidence, features, self.mask_id)
             scores = self._scores(after, inputs, logits) if "scored" in features and done is not None else None
         return _PassOutcome(after, masked, done, scores)
-
-    def _predict(self, batch, inputs, logits, features):
-        """Per head row: the prediction and its confidence (argmax, or a seeded draw)."""
-        tokens, confidence = self.ops.confidence_argmax(logits)
-        if "sampled" not in features:
-            return tokens, confidence
-        seq, slot = inputs.head.nonzero(as_tuple=True)  # head row i is (seq[i], slot[i])
-        draw = (inputs.predicted[seq, slot] & (batch.temperature[seq] > 0)).nonzero()[:, 0]
-        if not draw.numel():
-            return tokens, confidence
-        seq, slot, rows = seq[draw], slot[draw], logits.index_select(0, draw)
-        seeds = mix_seeds_torch(batch.seed[seq], SAMPLE_STREAM, batch.passes_run[seq], slot)
-        drawn = self.ops.sample(rows, batch.temperature[seq], batch.top_k[seq], batch.top_p[seq], seeds)
-        probs = torch.softmax(rows.float(), dim=-1).gather(1, drawn[:, None])[:, 0]
-        return tokens.index_copy(0, draw, drawn), confidence.index_copy(0, draw, probs)
 
     @staticmethod
     def _scores(after, inputs, logits):

@@ -46,7 +46,7 @@ def test_mask_predict_matches_the_hf_loop(checkpoint):
     llm = LLM(checkpoint, device="cpu")
     hf = EuroBertForMaskedLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     prompt = [10, 11, 12]
-    for params in (MaskPredictParams(length=8, iterations=4), MaskPredictParams(length=6, iterations=6, block_size=1),
+    for params in (MaskPredictParams(length=8, iterations=4), MaskPredictParams(length=6, iterations=6, block_length=1),
                    MaskPredictParams(length=8, iterations=3, temperature=1.0, seed=7)):
         got = llm.generate([prompt], params)[0]
         want, _ = hf_mask_predict(hf, llm.tokenizer, prompt, params)

@@ -32,6 +32,7 @@ class EncoderAttention(nn.Module):
         self.backend = backend
         self.num_heads, self.head_dim, self.scale = num_heads, head_dim, scale
 
-    def forward(self, q, k, v, meta):
-        """q/k/v [T, H, D] -> [T, H, D]."""
-        return self.backend.encoder(q, k, v, self.scale, meta)
+    def forward(self, q, k, v, meta, rope=None):
+        """q/k/v [T, H, D] -> [T, H, D]; with a `Rope`, q and k are rotated (and the
+        projection's bias added) first."""
+        return self.backend.encoder(q, k, v, self.scale, meta, rope)

@@ -154,8 +154,11 @@ class TorchAttention:
         values = _rows(v_cache.view(flat), plan.k_index)
         return _attend(q, keys, values, plan, scale)
 
-    def encoder(self, q, k, v, scale, meta):
-        """Bidirectional attention within each packed sequence."""
+    def encoder(self, q, k, v, scale, meta, rope=None):
+        """Bidirectional attention within each packed sequence (q, k rotated by `rope` when given)."""
+        if rope is not None:
+            q, k, v = reference.rotary_store_kv.unchecked(
+                q, k, v, rope.positions, rope.cos, rope.sin, None, None, None, rope.bias)
         return self._own_keys(q, k, v, scale, self._plan(meta, None))
 
     @staticmethod

@@ -38,6 +38,9 @@ class TritonAttention:
             q[d:], k_cache, v_cache, meta.block_tables[d:], meta.cu_seqlens_q[d:] - d, meta.context_lens[d:], scale)
         return torch.cat([decoded, prefilled])
 
-    def encoder(self, q, k, v, scale, meta):
-        """Bidirectional attention within each packed sequence."""
+    def encoder(self, q, k, v, scale, meta, rope=None):
+        """Bidirectional attention within each packed sequence (q, k rotated by `rope` when given)."""
+        if rope is not None:
+            q, k, v = kernels.rotary_store_kv.unchecked(q, k, v, rope.positions, rope.cos, rope.sin, None, None, None,
+                                                        rope.bias)
         return kernels.prefill_attention.unchecked(q, k, v, meta.cu_seqlens_q, scale, False)

@@ -7,9 +7,9 @@ with one change: each layer attends with `EncoderAttention` (every token of a pa
 sees all of it, no KV cache) instead of the paged causal attention. The benchmark's
 bidirectional models (benchmarks/transformer.py) save in this format.
 """
-from torch import nn
-
 from engine.attention import EncoderAttention
+from engine.distributed.layers import ParallelLMHead
+from engine.distributed.parallel import SINGLE
 from engine.models.llama import LlamaForCausalLM
 from engine.models.weights import WeightSource
 
@@ -18,18 +18,15 @@ class EuroBertForMaskedLM(LlamaForCausalLM):
     """The MaskedLM protocol: forward(input_ids, positions, meta) over packed sequences
     (meta.mode "encoder") -> hidden states; compute_logits; load_weights."""
 
-    def __init__(self, hf_config, ops):
-        super().__init__(hf_config, ops)
+    def __init__(self, hf_config, ops, tp=SINGLE):
+        super().__init__(hf_config, ops, tp)
         for layer in self.layers:
             attention = layer.self_attn
             attention.attn = EncoderAttention(ops.attention, attention.num_heads, attention.head_dim,
                                               attention.head_dim**-0.5)
         self.max_positions = hf_config.max_position_embeddings  # tokens one sequence may hold
         if getattr(hf_config, "mlp_bias", False):
-            self.lm_head = nn.Linear(hf_config.hidden_size, hf_config.vocab_size, bias=True)
-
-    def compute_logits(self, hidden):
-        return self.lm_head(hidden)
+            self.lm_head = ParallelLMHead(hf_config.hidden_size, hf_config.vocab_size, True, tp)
 
     def _weight_source(self, name):
         if name == "lm_head.bias":
