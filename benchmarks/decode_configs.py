@@ -26,7 +26,7 @@ class DecodeConfig:
         """The engine's parameters for a frame of `frame` slots."""
         iterations = frame if self.passes == "N" else min(self.passes, frame)
         return MaskPredictParams(length=frame, iterations=iterations, remask=self.remask,
-                                 block_size=1 if self.kind == "l2r" else None, temperature=self.temperature,
+                                 block_length=1 if self.kind == "l2r" else None, temperature=self.temperature,
                                  seed=seed)
 
     def ar_params(self, max_tokens, seed=None):

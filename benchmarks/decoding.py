@@ -4,9 +4,9 @@ The sweep decodes all five models, including the causal mask-predict model the e
 serve (it treats every causal checkpoint as autoregressive), so it drives the models itself:
 - `generate_causal`: the engine's autoregressive rules (greedy argmax, or the sample kernel's
   reference seeded with mix_seed(request seed, tokens generated)), stopping at `<eos>`;
-- `mask_predict`: the engine's own per-sequence state machine (`SequenceRefinement`: schedule,
-  re-masking, blocks) fed by this model's logits, with the engine's vocabulary restriction and
-  confidence rule; a request is its prompt and a frame size.
+- `mask_predict`: the engine's own batched state (`SequenceBatch`: schedule, re-masking,
+  blocks) and prediction rule (`predict_slots`) fed by this model's logits, with the engine's
+  vocabulary restriction; a request is its prompt and a frame size.
 - `predict_frames`: the length head, a one-slot frame decoded in one pass (benchmarks/frame.py).
 
 Greedy outputs therefore equal the engine's on the same checkpoint (tests check it), up to
@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from benchmarks.frame import MAX_SLOTS
-from engine.mask_predict import SequenceRefinement
-from engine.mask_schedule import SAMPLE_STREAM
+from engine.mask_batch import SequenceBatch
+from engine.mask_predict import pass_features, predict_slots
 from engine.params import MaskPredictParams
 from engine.seeding import mix_seed
 from kernels import reference
@@ -92,60 +92,55 @@ def mask_predict(model, prompts, frames, params, ids, special_ids, seeds=None, t
     """Fill frames[i] masked slots after prompts[i] with the engine's mask-predict rules;
     `params` is one MaskPredictParams or one per prompt (its length is frames[i]).
 
-    text_only: a sequence decoded one slot per pass left to right (block_size 1) stops once
+    The state and the rules are the engine's own (engine/mask_batch.py's SequenceBatch and
+    engine/mask_predict.py's predict_slots); only the forward differs: this model reads each
+    row's frame right-padded instead of packed.
+
+    text_only: a sequence decoded one slot per pass left to right (block_length 1) stops once
     it has produced `<eos>`: its text cannot change any more (later slots only pad), so the
     words are the engine's and the later passes are saved; its passes count as the engine's."""
     seeds = seeds or [0] * len(prompts)
-    params = params if isinstance(params, list) else [params] * len(prompts)
+    params = [replace(p, length=n, length_candidates=None)
+              for p, n in zip(params if isinstance(params, list) else [params] * len(prompts), frames)]
     banned = banned_mask(ids, special_ids)
-    seqs = [SequenceRefinement(replace(p, length=n, length_candidates=None), n, seed, ids.mask)
-            for p, n, seed in zip(params, frames, seeds)]
-    done_early = set()
-    while True:
-        if text_only:
-            for i, s in enumerate(seqs):
-                if i not in done_early and params[i].block_size == 1 and ids.eos in s.tokens[:s.block_index]:
-                    done_early.add(i)
-        live = [i for i, s in enumerate(seqs) if not s.finished and i not in done_early]
-        if not live:
-            break
-        work = [i for i in live if seqs[i].slots_to_predict()]
-        for i in set(live) - set(work):
-            seqs[i].apply([], [], [])  # a no-op pass: nothing masked in its block
-        if not work:
-            continue
-        rows, where, owner, slots = [], [], [], []
-        for r, i in enumerate(work):
-            rows.append([ids.cls, *prompts[i], *seqs[i].tokens, ids.sep])
-            for s in seqs[i].slots_to_predict():
-                where.append((r, 1 + len(prompts[i]) + s))
-                owner.append(i)
-                slots.append(s)
-        x, valid = pad_rows(rows, ids.pad)
-        hidden = model.hidden_states(x, valid)
-        at = torch.tensor(where)
-        logits = model.head(hidden[at[:, 0], at[:, 1]]).float().masked_fill(banned, float("-inf"))
-        tokens, confidence = reference.confidence_argmax(logits)
-        sampled = [k for k, i in enumerate(owner) if params[i].temperature > 0]
-        if sampled:
-            rows = torch.tensor(sampled)
-            temperature = torch.tensor([float(params[owner[k]].temperature) for k in sampled])
-            row_seeds = [mix_seed(seeds[owner[k]], SAMPLE_STREAM, seqs[owner[k]].passes_run, slots[k]) for k in sampled]
-            drawn = reference.sample(logits[rows], temperature, torch.zeros(len(sampled), dtype=torch.int64),
-                                     torch.ones(len(sampled)), torch.tensor(row_seeds, dtype=torch.int64))
-            tokens[rows] = drawn
-            confidence[rows] = torch.softmax(logits[rows], dim=-1).gather(1, drawn[:, None])[:, 0]
-        tokens, confidence = tokens.tolist(), confidence.tolist()
-        start = 0
-        for i in work:  # rows are grouped by request, in `work` order
-            end = start + len(seqs[i].slots_to_predict())
-            seqs[i].apply(slots[start:end], tokens[start:end], confidence[start:end])
-            start = end
+    features = frozenset(f for p in params for f in pass_features(p))
+    batch = SequenceBatch.build([(prompt, n, p, seed, False) for prompt, n, p, seed in zip(prompts, frames, params, seeds)],
+                                (ids.cls, ids.sep, ids.mask), torch.device("cpu"))
+    rows = torch.arange(len(prompts))  # the request of each row still running
+    results = {}  # request -> (tokens, passes)
+    early = torch.tensor([text_only and p.block_length == 1 for p in params])
+    while rows.numel():
+        inputs = batch.pass_inputs(features)
+        tokens, confidence = batch.tokens, batch.confidence
+        if inputs.head_rows.numel():
+            frame = batch.frame[:, :-1]  # the last column is the batch's scratch column
+            valid = torch.arange(frame.shape[1])[None, :] < batch.frame_len[:, None]
+            seq, slot = inputs.head.nonzero(as_tuple=True)  # row-major, as predict_slots expects
+            hidden = model.hidden_states(frame, valid)[seq, batch.first_slot[seq] + slot]
+            logits = model.head(hidden).float().masked_fill(banned, float("-inf"))
+            head_tokens, head_confidence = predict_slots(reference, batch, inputs, logits, features)
+            tokens = tokens.masked_scatter(inputs.head, head_tokens)
+            confidence = confidence.masked_scatter(inputs.head, head_confidence)
+        batch, _, done = batch.after_pass(inputs, tokens, confidence, features, ids.mask)
+        finished = torch.zeros(rows.numel(), dtype=torch.bool) if done is None else done
+        if text_only:  # left to right: <eos> before the current block's end fixes the text
+            before = torch.arange(batch.tokens.shape[1])[None, :] < batch.block_end[:, None]
+            stopped = early[rows] & ((batch.tokens == ids.eos) & before & batch.valid).any(1)
+            finished = finished | stopped
+        for r in finished.nonzero()[:, 0].tolist():
+            i = int(rows[r])
+            passes = params[i].iterations if not bool(done is not None and done[r]) else int(batch.passes_run[r])
+            results[i] = (batch.tokens[r, :frames[i]].tolist(), passes)
+        if bool(finished.any()):
+            keep = (~finished).nonzero()[:, 0]
+            rows = rows[keep]
+            if rows.numel():
+                batch = batch.select(keep)
     out = []
-    for i, (s, n) in enumerate(zip(seqs, frames)):
-        words = s.tokens[:s.tokens.index(ids.eos)] if ids.eos in s.tokens else list(s.tokens)
-        passes = params[i].iterations if i in done_early else s.passes_run
-        out.append(Decoded(tokens=list(s.tokens), words=words, passes=passes, frame=n))
+    for i, n in enumerate(frames):
+        tokens, passes = results[i]
+        words = tokens[:tokens.index(ids.eos)] if ids.eos in tokens else list(tokens)
+        out.append(Decoded(tokens=tokens, words=words, passes=passes, frame=n))
     return out
 
 

@@ -37,6 +37,8 @@ class ModelSize:
 SIZES = {
     "small": ModelSize(hidden=96, layers=3, heads=4, intermediate=256),
     "tiny": ModelSize(hidden=64, layers=2, heads=4, intermediate=176),
+    # not a point of the sweep: ar-gpt2-draft, cheap enough to draft for the small causal model
+    "draft": ModelSize(hidden=32, layers=1, heads=2, intermediate=96),
 }
 
 
