@@ -5,7 +5,8 @@ benchmarks/results/<date>-<machine>/). On the bundled models it takes about five
 2-core CPU; on a GPU it uses GPU batch sizes. The parts: 1. quality as distributions (1000
 held-out prompts, a seed per request, several seeds), 2. throughput in valid words per second
 and latency, with the engine against HF in the same run, 3. the roofline with the workload's
-ceilings and a measured fixed cost per step, 4. quality against throughput, 5. profiles.
+ceilings and a measured fixed cost per step, 4. quality against throughput, 5. profiles, 6.
+speculative decoding when `python -m benchmarks.speculative` has written into the same folder.
 """
 import argparse
 import datetime
@@ -122,6 +123,9 @@ def main(argv=None):
     }
     (out / "results.json").write_text(json.dumps(run.results, indent=1, default=str))
     figures = plots.all_plots(run.results, out)
+    speculative = out / "speculative.json"  # part 6, written by python -m benchmarks.speculative
+    if speculative.exists():
+        run.results["speculative"] = json.loads(speculative.read_text())
     (out / "report.md").write_text(report.render(run.results, figures))
     print(f"wrote {out / 'report.md'}, {out / 'results.json'} and {len(figures)} plots")
 

@@ -7,7 +7,7 @@ overlap, and as "indistinguishable" otherwise; a bound-type claim (memory- or co
 compares the measured intensity with the measured ridge. A report built from contradicting
 numbers therefore prints the other sentence, or none.
 """
-from . import stats
+from . import speculative_report, stats
 from .roofline_part import rate_at
 
 
@@ -277,7 +277,23 @@ def render(results, plots):
                      + ", ".join(f"`{p}`" for p in results["profile"].values()) + ".")
     else:
         lines.append("Run with `--profile` to write torch.profiler traces of an AR and a mask-predict batch.")
+    lines += ["", *speculative_section(results.get("speculative"))]
     return "\n".join(lines) + "\n"
+
+
+def speculative_section(spec):
+    """Part 6 from the speculative benchmark's results in the same folder (its own command:
+    it takes longer than the rest of the report together)."""
+    lines = ["## 6. Speculative decoding", ""]
+    if spec is None:
+        return lines + ["Not measured in this folder: `python -m benchmarks.speculative --out <this folder>` "
+                        "(`make bench-speculative`) adds it.", ""]
+    meta = spec["meta"]
+    lines += [f"From `speculative.md` and `speculative.json` in this folder ({meta['date']}): the target "
+              f"`{meta['target']}` with the masked draft `{meta['masked_draft']}` and the causal draft "
+              f"`{meta['causal_draft']}`, greedy, speed-up over plain decoding by batch size.", "",
+              "![speculative](speculative.png)", ""]
+    return lines + [f"- {c}" for c in speculative_report.conclusions(spec)] + [""]
 
 
 def quality_section(q, plots):

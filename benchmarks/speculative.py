@@ -46,11 +46,11 @@ def parse_args(argv=None):
     gpu = torch.cuda.is_available()
     p.add_argument("--quick", action="store_true", help="CI sizes: batches 1 and 4, k = 2, one pass, one round")
     p.add_argument("--out", type=Path, default=None, help="output folder (default benchmarks/results/<date>-<machine>)")
-    p.add_argument("--target", default=str(ASSETS / "ar-gpt2"), help="causal LM to speed up (default: bundled GPT-2)")
+    p.add_argument("--target", default=str(ASSETS / "ar-gpt2"), help="causal LM to speed up (default: the bundled ar-gpt2)")
     p.add_argument("--masked-draft", default=str(ASSETS / "cmlm-bert"),
                    help="masked LM draft sharing the target's tokenizer (default: the bundled CMLM)")
     p.add_argument("--causal-draft", default=str(ASSETS / "ar-gpt2-draft"),
-                   help="smaller causal LM draft sharing the target's tokenizer (default: the bundled 24k-parameter GPT-2)")
+                   help="smaller causal LM draft sharing the target's tokenizer (default: the bundled 23k-parameter ar-gpt2-draft)")
     p.add_argument("--batch-sizes", type=_ints, default=(1, 4, 16, 64, 256) if gpu else (1, 4, 16, 64),
                    help="comma-separated batch sizes (default 1,4,16,64 on CPU; up to 256 on GPU)")
     p.add_argument("--ks", type=_ints, default=(2, 4, 8), help="draft tokens per step to try (default 2,4,8)")

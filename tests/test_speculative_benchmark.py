@@ -2,6 +2,7 @@
 greedy speculation changed no output."""
 import json
 
+from benchmarks.report import speculative_section
 from benchmarks.speculative import main
 
 
@@ -18,3 +19,7 @@ def test_quick_speculative_report(tmp_path):
     assert "## Speculative decoding" in text and "Every configuration produced exactly the plain greedy tokens" in text
     assert (tmp_path / "speculative.png").stat().st_size > 0
     assert "`benchmarks/assets/ar-gpt2`" in text and "`/" not in text  # checkpoints shown relative to the repository
+    # the headline report's part 6 quotes these results when they share its folder
+    section = "\n".join(speculative_section(results))
+    assert "## 6. Speculative decoding" in section and "Every configuration produced exactly" in section
+    assert "make bench-speculative" in "\n".join(speculative_section(None))
