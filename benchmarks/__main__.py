@@ -18,7 +18,7 @@ import torch
 import transformers
 
 from . import plots, quality_part, report, roofline_part, suite, throughput_part
-from .machine import machine_name
+from .machine import machine_name, results_folder
 
 ASSETS = Path(__file__).parent / "assets"
 PARTS = ("quality", "throughput", "roofline")
@@ -100,8 +100,7 @@ def main(argv=None):
     if threads:
         torch.set_num_threads(threads)
     run = build_run(args)
-    out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(args.device)}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_folder(args.out, args.device)
     if "quality" in args.parts:
         quality_part.quality_part(run)
     if "throughput" in args.parts:

@@ -28,7 +28,6 @@ recorded arguments goes through Triton's own launch binder (`create_function_fro
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import io
 import json
 import os
@@ -49,7 +48,7 @@ import kernels  # noqa: E402
 from kernels import _launch  # noqa: E402
 
 from .kernel_cases import MODELS, ModelShape  # noqa: E402
-from .machine import machine_name  # noqa: E402
+from .machine import results_folder  # noqa: E402
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Largest dynamic shared memory per block (bytes) of each compute capability's GPUs.
@@ -385,8 +384,7 @@ def main(argv=None):
               "models": [m.name for m in models], "dtypes": args.dtypes, "configs": len(configs), "seconds": time.perf_counter() - start, "rows": rows}
     report["problems"] = problems(rows)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(device)}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_folder(args.out, device)
     (out / "compile.json").write_text(json.dumps(report, indent=2))
     (out / "compile.md").write_text(markdown(report))
     print(f"{len(configs)} configurations, {len(rows)} compilations, {len(report['problems'])} problems; "

@@ -18,7 +18,7 @@ import torch
 import kernels  # noqa: F401  (selects Triton's interpreter on CPU before triton loads)
 
 from .ceilings import measure_ceilings
-from .machine import machine_name
+from .machine import machine_name, results_folder
 from .gpu_checks import decode_attention, elementwise, prefill_attention, sampling
 from .timing import median_seconds
 
@@ -69,8 +69,7 @@ def main(argv=None):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
     cuda = device.startswith("cuda")
-    out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(device)}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_folder(args.out, device)
 
     ceilings = measure_ceilings(device, dtype if cuda else torch.float32, quick=args.quick)
     print(f"ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, read {ceilings['read_gbps']:.0f} GB/s, "

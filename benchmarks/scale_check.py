@@ -12,7 +12,6 @@ a toy shape (CPU, CI).
 """
 import argparse
 import datetime
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from engine import LLM
 
 from . import hf_baselines, roofline, throughput
 from .ceilings import measure_ceilings
-from .machine import machine_name
+from .machine import machine_name, results_folder, write_report
 
 SHAPES = {
     "gpt2-124m": (GPT2LMHeadModel, lambda: GPT2Config()),
@@ -103,8 +102,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
-    out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(args.device)}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_folder(args.out, args.device)
     ceil = measure_ceilings(args.device, dtype, quick=not args.device.startswith("cuda"))
     ceilings = roofline.Ceilings(bandwidth=max(ceil["copy_gbps"], ceil["read_gbps"]) * 1e9,
                                  flops=ceil["matmul_tflops"] * 1e12)
@@ -116,9 +114,7 @@ def main(argv=None):
     report = {"date": str(datetime.date.today()), "machine": machine_name(args.device),
               "dtype": str(dtype).replace("torch.", ""), "prompt_len": args.prompt_len,
               "new_tokens": args.new_tokens, "ceilings": ceil, "rows": rows}
-    (out / "scale.json").write_text(json.dumps(report, indent=2))
-    (out / "scale.md").write_text(markdown(report))
-    print(f"wrote {out / 'scale.md'}")
+    write_report(out, "scale", report, markdown)
     return 0
 
 

@@ -34,7 +34,7 @@ from engine import LLM, SamplingParams
 from . import roofline, speculative_report
 from .ceilings import measure_ceilings
 from .language import ReferenceLanguage
-from .machine import machine_name
+from .machine import machine_name, results_folder
 from .timing import median_seconds
 
 ASSETS = Path(__file__).parent / "assets"
@@ -254,8 +254,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
-    out = args.out or Path(__file__).parent / "results" / f"{datetime.date.today()}-{machine_name(args.device)}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_folder(args.out, args.device)
     configs, rows, llms = measure(args)
     results = {
         "meta": {"command": " ".join(["python -m benchmarks.speculative", *_shown_argv(argv)]),

@@ -16,7 +16,6 @@ the GPUs (one H200 cannot run tensor_parallel_size 2).
 """
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -29,7 +28,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from engine import Engine, SamplingParams
 
-from .machine import machine_name
+from .machine import machine_name, results_folder, write_report
 
 SHAPES = {
     "tiny": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -142,8 +141,7 @@ def main(argv=None):
     else:
         note = "Measured over NCCL, one GPU per rank."
     print(note)
-    out = args.out or Path("benchmarks/results") / f"{datetime.date.today()}-{machine_name(device)}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_folder(args.out, device)
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -153,9 +151,7 @@ def main(argv=None):
                         args.rounds)
     report = {"date": str(datetime.date.today()), "machine": machine_name(device), "prompt_len": args.prompt_len,
               "decode_steps": args.decode_steps, "rounds": args.rounds, "rows": rows, "note": note}
-    (out / "tensor_parallel.json").write_text(json.dumps(report, indent=2))
-    (out / "tensor_parallel.md").write_text(markdown(report))
-    print(f"wrote {out / 'tensor_parallel.md'}")
+    write_report(out, "tensor_parallel", report, markdown)
     return 0
 
 
