@@ -150,11 +150,9 @@ def latency(run: Run, rows, mp_path):
 
 def profile_part(run: Run, out_dir):
     """Chrome/Perfetto traces of a short AR and mask-predict batch, with the engine's ranges."""
-    from torch.profiler import ProfilerActivity, profile
-
     from engine import MaskPredictParams
+    from engine.profiling import profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.device.startswith("cuda") else [])
     texts = _batch(run.throughput_prompts, 4)
     mp_path = next(iter(run.mlm_paths.values()))
     paths = {}
@@ -165,9 +163,8 @@ def profile_part(run: Run, out_dir):
         llm = run.llm(path)
         prompts = _prompt_ids(llm.tokenizer, texts, special)
         llm.generate(prompts, params)  # warm-up outside the trace
-        with profile(activities=activities) as prof:
-            llm.generate(prompts, params)
         trace = out_dir / f"trace_{mode}.json"
-        prof.export_chrome_trace(str(trace))
+        with profile(str(trace)):
+            llm.generate(prompts, params)
         paths[mode] = trace.name
     run.results["profile"] = paths
