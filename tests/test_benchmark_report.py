@@ -1,6 +1,6 @@
-"""`python -m benchmarks --quick` end to end on the bundled models: the report's structure
-and the consistency of its numbers (finite, tokens counted = tokens generated, ratios
-consistent with the times)."""
+"""`python -m benchmarks --quick` end to end on the bundled models: the report's structure and
+the consistency of its numbers (intervals contain their values, counts add up, engine and HF
+produce the same tokens, ratios follow from the times, paths are repository-relative)."""
 import json
 import math
 import subprocess
@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    judge = Path(__file__).resolve().parents[1] / "benchmarks" / "assets" / "ar-gpt2"
+    judge = REPO / "benchmarks" / "assets" / "ar-gpt2"
     subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--profile", "--judge", str(judge),
-                    "--out", str(out)], check=True, timeout=900)
+                    "--out", str(out)], check=True, timeout=900, cwd=REPO)
     return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
 
 
@@ -23,13 +25,13 @@ def _finite(x):
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def test_report_has_all_five_parts_and_plots(report):
+def test_report_has_all_parts_and_plots(report):
     out, results, text = report
-    for heading in ("## What the numbers say", "## 1. Quality against passes",
-                    "## 2. Throughput and latency against batch size", "## 3. The roofline",
+    for heading in ("## What the numbers say", "## 1. Quality as distributions",
+                    "## 2. Throughput, engine against HF, and latency", "## 3. The roofline",
                     "## 4. Quality against throughput", "## 5. Profiling"):
         assert heading in text
-    for name in ("quality", "throughput", "roofline", "pareto"):
+    for name in ("quality", "lengths", "frontier", "throughput", "roofline", "pareto"):
         assert (out / f"{name}.png").stat().st_size > 1000
         assert f"({name}.png)" in text
     phases = {"ar": {"schedule", "prepare_inputs", "forward", "sample"},
@@ -39,42 +41,55 @@ def test_report_has_all_five_parts_and_plots(report):
         assert phases[mode] <= names
 
 
-def test_quality_rows_are_consistent(report):
+def test_paths_are_shown_relative_to_the_repository(report):
+    _, results, text = report
+    assert results["meta"]["ar_model"] == "benchmarks/assets/ar-gpt2"
+    assert results["meta"]["mlm_models"] == {"cmlm": "benchmarks/assets/cmlm-bert", "mlm": "benchmarks/assets/mlm-bert"}
+    assert str(REPO) not in text
+
+
+def test_quality_rows_are_distributions_with_intervals(report):
     _, results, _ = report
-    rows = results["quality"]
-    assert {r["mode"] for r in rows} == {"ar", "mp"}
-    for r in rows:
-        assert 0 <= r["validity"] <= 1 and 0 <= r["repeat_rate"] <= 1
+    q, sizes = results["quality"], results["meta"]["sizes"]
+    for r in q["rows"]:
+        v = r["validity"]
+        assert v["n"] == sizes["quality_prompts"] and v["lo"] <= v["value"] <= v["hi"]
+        assert sum(s["n"] for s in r["validity_by_length"].values()) == v["n"]
+        assert 0 <= r["length_tv"] <= 1 and abs(sum(r["length_histogram"]) - 1) < 1e-9
         assert _finite(r["judge_perplexity"]) and r["judge_perplexity"] >= 1
-        assert r["generated_tokens"] > 0 and _finite(r["seconds"]) and r["seconds"] > 0
-        assert r["tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["seconds"])
-        assert r["words_per_s"] == pytest.approx(r["words"] / r["seconds"])
-        if r["mode"] == "mp":
-            # every prompt gets `length` slots; passes never exceed the iterations asked
-            assert r["generated_tokens"] == r["prompts"] * results["meta"]["sizes"]["new_tokens"]
-            assert 1 <= r["mean_nfe"] <= r["iterations"]
+    sampled = [r for r in q["pooled"] if r["temperature"] == 1.0]
+    assert sampled and all(r["seeds"] == sizes["sampling_seeds"] for r in sampled)
+    for r in sampled:
+        assert r["validity"]["n"] == sizes["sampling_seeds"] * sizes["quality_prompts"]
+    configs = {r["config"] for r in q["pooled"] if r["model"] == "cmlm-bert"}
+    assert {"T=1", "T=N", "L2R greedy", "T=N oracle frame"} <= configs
 
 
-def test_throughput_counts_and_ratios(report):
+def test_throughput_counts_ratios_and_parity(report):
     _, results, _ = report
-    sizes = results["meta"]["sizes"]
     for r in results["throughput"]:
-        expected = r["batch"] * sizes["new_tokens"]
-        assert r["generated_tokens"] == expected == r["hf_generated_tokens"]
-        assert r["tokens_per_s"] == pytest.approx(expected / r["seconds"])
-        assert r["speedup"] == pytest.approx(r["hf_seconds"] / r["seconds"])
+        assert r["same_as_hf"] is True  # greedy: the engine and HF decode the same tokens
+        assert r["speedup"] == pytest.approx(r["hf_seconds"]["median"] / r["seconds"]["median"])
+        assert r["speedup_paired"]["min"] <= r["speedup_paired"]["max"]
+        assert r["tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["seconds"]["median"])
+        assert 0 <= r["valid_outputs"] <= r["batch"] and r["valid_words"] <= r["words"]
+        if r["mode"] == "ar":
+            assert r["generated_tokens"] == sum(r["generated"])
+        else:
+            assert r["generated_tokens"] == sum(r["frames"])
+    rates = {}
     for r in results["latency"]:
-        assert r["requests"] == sizes["latency_requests"]
-        assert r["ttft"]["p50"] <= r["ttft"]["p99"] <= r["e2e"]["p99"]
+        rates.setdefault(r["load"], set()).add(r["rate"])
+        assert r["requests"] == results["meta"]["sizes"]["latency_requests"]
+        assert r["ttft"]["p50"] <= r["e2e"]["p99"]
+    assert all(len(v) == 1 for v in rates.values())  # both modes at the same arrival rate
 
 
 def test_roofline_and_conclusions_come_from_the_run(report):
     _, results, text = report
     roof = results["roofline"]
-    assert all(_finite(v) and v > 0 for k, v in roof["ceilings"].items() if k.endswith(("gbps", "tflops")))
-    for p in roof["predicted"]:
-        assert all(_finite(v) and v > 0 for v in p.values())
-    # the conclusions quote the measured numbers of this run
-    greedy = next(r for r in results["quality"] if r["config"] == "greedy")
-    assert f"{greedy['validity']:.0%}" in text
-    assert f"{roof['ceilings']['matmul_tflops']:.2f} TFLOP/s" in text
+    assert roof["bandwidth_gbps"] > 0 and all(v > 0 for v in roof["matmul_tflops"].values())
+    for p in roof["points"]:
+        assert p["fraction_of_bound"] > 0 and p["predicted_seconds"] > p["bound_seconds"]
+    greedy = next(r for r in results["quality"]["pooled"] if r["config"] == "AR greedy")
+    assert f"{greedy['validity']['value']:.1%} [{greedy['validity']['lo']:.1%}" in text
