@@ -4,6 +4,7 @@ import json
 
 from benchmarks.report import speculative_section
 from benchmarks.speculative import main
+from benchmarks.speculative_report import conclusions
 
 
 def test_quick_speculative_report(tmp_path):
@@ -23,3 +24,16 @@ def test_quick_speculative_report(tmp_path):
     section = "\n".join(speculative_section(results))
     assert "## 6. Speculative decoding" in section and "Every configuration produced exactly" in section
     assert "make bench-speculative" in "\n".join(speculative_section(None))
+
+
+def test_a_win_is_claimed_only_beyond_the_rounds_spread():
+    def row(batch, speedup, low, high):
+        return {"config": "causal k=2", "batch": batch, "speedup": speedup, "speedup_range": [low, high],
+                "mean_accepted_length": 2.0, "acceptance_per_position": [0.9, 0.5], "identical_to_plain": True}
+
+    results = {"rows": [{"config": "plain", "batch": 1, "identical_to_plain": True},
+                        row(1, 1.2, 0.9, 1.5), row(4, 1.1, 1.02, 1.3)], "roofline": {"bounds": []}}
+    text = "\n".join(conclusions(results))
+    assert "every timed round: batch 4: causal k=2; at batch 1 no configuration is." in text
+    results["rows"][-1] = row(4, 1.1, 0.95, 1.3)
+    assert "No configuration is faster than plain decoding in every timed round" in "\n".join(conclusions(results))
