@@ -77,8 +77,16 @@ def quality_part(run: Run):
                               "prompts": run.prompts[:3], "reference": _reference(run)}
 
 
+def _pooled_proportion(parts):
+    """One proportion (with its Wilson interval) from several stats.proportion dicts."""
+    valid = sum(round((p["value"] or 0) * p["n"]) for p in parts)  # an empty stratum has value None
+    return stats.proportion(valid, sum(p["n"] for p in parts))
+
+
 def pool_seeds(rows):
-    """One row per (model, config): validity pooled over its seeds, with the per-seed range."""
+    """One row per (model, config) over all its seeds' outputs: validity and its length
+    strata pooled (with the per-seed range of validity), lengths and rates averaged; the
+    other fields are the first seed's."""
     groups = {}
     for r in rows:
         groups.setdefault((r["model"], r["config"]), []).append(r)
@@ -87,9 +95,15 @@ def pool_seeds(rows):
         row = {k: v for k, v in group[0].items() if k not in ("seed", "validity")}
         row["seeds"] = len(group)
         row["seconds"] = statistics.median(r["seconds"] for r in group)
+        for key in ("mean_passes", "mean_words", "words"):
+            row[key] = statistics.mean(r[key] for r in group)
+        if "length_histogram" in row:
+            row["length_histogram"] = [statistics.mean(h) for h in zip(*(r["length_histogram"] for r in group))]
+            row["length_tv"] = stats.total_variation(row["length_histogram"], row["reference_length_histogram"])
         if "validity" in group[0]:
-            valid = sum(round(r["validity"]["value"] * r["validity"]["n"]) for r in group)
-            row["validity"] = stats.proportion(valid, sum(r["validity"]["n"] for r in group))
+            row["validity"] = _pooled_proportion([r["validity"] for r in group])
+            row["validity_by_length"] = {s: _pooled_proportion([r["validity_by_length"][s] for r in group])
+                                         for s in group[0]["validity_by_length"]}
             row["validity_per_seed"] = [r["validity"]["value"] for r in group]
             row["valid_words"] = statistics.mean(r["valid_words"] for r in group)
         pooled.append(row)

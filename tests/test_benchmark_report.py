@@ -61,6 +61,7 @@ def test_quality_rows_are_distributions_with_intervals(report):
     assert sampled and all(r["seeds"] == sizes["sampling_seeds"] for r in sampled)
     for r in sampled:
         assert r["validity"]["n"] == sizes["sampling_seeds"] * sizes["quality_prompts"]
+        assert sum(s["n"] for s in r["validity_by_length"].values()) == r["validity"]["n"]  # strata pooled too
     configs = {r["config"] for r in q["pooled"] if r["model"] == "cmlm-bert"}
     assert {"T=1", "T=N", "L2R greedy", "T=N oracle frame"} <= configs
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from benchmarks import stats
+from benchmarks.quality_part import pool_seeds
 
 
 @pytest.mark.parametrize("k, n, lo, hi", [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0),
@@ -26,3 +27,17 @@ def test_proportion_spread_and_distances():
     h = stats.histogram([0, 1, 1, 7, 99], bins=4)
     assert h == [0.2, 0.4, 0.0, 0.4]
     assert stats.total_variation(h, h) == 0 and stats.total_variation([1, 0], [0, 1]) == 1
+
+
+def test_seeds_pool_into_one_row_with_pooled_strata():
+    def row(seed, valid, n, strata):
+        return {"model": "m", "config": "c", "seed": seed, "seconds": 1.0, "mean_passes": 2.0, "mean_words": 3.0 + seed,
+                "words": 30, "valid_words": 20, "validity": stats.proportion(valid, n),
+                "validity_by_length": {s: stats.proportion(*vn) for s, vn in strata.items()},
+                "length_histogram": [1.0, 0.0], "reference_length_histogram": [0.5, 0.5], "length_tv": 0.5}
+
+    pooled, = pool_seeds([row(0, 8, 10, {"0-2": (8, 10), "3-5": (0, 0)}), row(1, 5, 10, {"0-2": (3, 6), "3-5": (2, 4)})])
+    assert pooled["seeds"] == 2 and pooled["validity"]["n"] == 20 and pooled["validity"]["value"] == 13 / 20
+    assert pooled["validity_by_length"]["0-2"]["n"] == 16 and pooled["validity_by_length"]["3-5"]["value"] == 0.5
+    assert sum(s["n"] for s in pooled["validity_by_length"].values()) == pooled["validity"]["n"]
+    assert pooled["mean_words"] == 3.5 and pooled["validity_per_seed"] == [0.8, 0.5]
