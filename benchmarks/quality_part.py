@@ -95,8 +95,9 @@ def pool_seeds(rows):
         row = {k: v for k, v in group[0].items() if k not in ("seed", "validity")}
         row["seeds"] = len(group)
         row["seconds"] = statistics.median(r["seconds"] for r in group)
-        for key in ("mean_passes", "mean_words", "words"):
-            row[key] = statistics.mean(r[key] for r in group)
+        for key in ("mean_passes", "mean_words", "words"):  # a user checkpoint's rows have no words
+            if key in row:
+                row[key] = statistics.mean(r[key] for r in group)
         if "length_histogram" in row:
             row["length_histogram"] = [statistics.mean(h) for h in zip(*(r["length_histogram"] for r in group))]
             row["length_tv"] = stats.total_variation(row["length_histogram"], row["reference_length_histogram"])
