@@ -97,6 +97,9 @@ def _qkv(tokens, m: ModelShape, dtype):
             v.view(tokens, m.num_kv_heads, m.head_dim))
 
 
+ENCODERS = ("bert", "eurobert")  # families whose every step is an encoder pass (mask-predict)
+
+
 def _caches(m: ModelShape, dtype, num_blocks=1024):
     shape = (num_blocks, BLOCK_SIZE, m.num_kv_heads, m.head_dim)
     return _meta(*shape, dtype=dtype), _meta(*shape, dtype=dtype)
@@ -112,21 +115,25 @@ def _layer_calls(m: ModelShape, dtype, tokens, num_seqs, decode):
     k_cache, v_cache = _caches(m, dtype)
     slots = _meta(tokens, dtype=int32)
     calls = []
-    if m.family == "llama":
+    if m.family in ("llama", "eurobert"):
         calls += [(kernels.rms_norm, (x, weight, EPS)), (kernels.rms_norm, (x, weight, EPS, x))]
         cos = sin = _meta(MAX_MODEL_LEN, m.head_dim // 2, dtype=torch.float32)
         positions = _meta(tokens, dtype=torch.int64)
-        calls.append((kernels.rotary_embedding, (q, k, positions, cos, sin)))
-        qkv_bias = _meta((m.num_q_heads + 2 * m.num_kv_heads) * m.head_dim, dtype=dtype)
-        for with_bias in (None, qkv_bias):  # Llama / Mistral, and Qwen2's biased q/k/v
-            calls.append((kernels.rotary_store_kv, (q, k, v, positions, cos, sin, k_cache, v_cache, slots, with_bias)))
+        if m.family == "eurobert":  # rotation only: an encoder has no cache
+            calls.append((kernels.rotary_store_kv, (q, k, v, positions, cos, sin, None, None, None, None)))
+        else:
+            calls.append((kernels.rotary_embedding, (q, k, positions, cos, sin)))
+            qkv_bias = _meta((m.num_q_heads + 2 * m.num_kv_heads) * m.head_dim, dtype=dtype)
+            for with_bias in (None, qkv_bias):  # Llama / Mistral, and Qwen2's biased q/k/v
+                calls.append((kernels.rotary_store_kv,
+                              (q, k, v, positions, cos, sin, k_cache, v_cache, slots, with_bias)))
         calls.append((kernels.silu_and_mul, (_meta(tokens, 2 * m.intermediate, dtype=dtype),)))
     else:
         calls += [(kernels.layer_norm, (x, weight, bias, EPS)), (kernels.layer_norm, (x, weight, bias, EPS, x))]
         approximate = "tanh" if m.family == "gpt2" else "none"
         calls.append((kernels.gelu, (_meta(tokens, m.intermediate, dtype=dtype), approximate)))
     scale = m.head_dim ** -0.5
-    if m.family == "bert":
+    if m.family in ENCODERS:
         calls.append((kernels.prefill_attention, (q, k, v, cu, scale, False)))
         return calls
     calls.append((kernels.store_kv, (k, v, k_cache, v_cache, slots)))
@@ -146,7 +153,7 @@ def _sampling_calls(m: ModelShape, batch):
     params = (_meta(batch, dtype=torch.float32), _meta(batch, dtype=torch.int64),
               _meta(batch, dtype=torch.float32), _meta(batch, dtype=torch.int64))
     calls = [(kernels.sample, (logits, *params))]
-    if m.family == "bert":
+    if m.family in ENCODERS:
         calls.append((kernels.confidence_argmax, (logits,)))
     return calls
 
@@ -156,12 +163,12 @@ def model_steps(m: ModelShape, dtype):
     batch, a prefill of short sequences and one of long ones (the tile choice depends on the
     mean length). Encoders have no decode step: every mask-predict pass is a prefill."""
     steps = []
-    if m.family != "bert":
+    if m.family not in ENCODERS:
         for batch in DECODE_BATCHES:
             steps.append(("decode", _layer_calls(m, dtype, batch, batch, decode=True) + _sampling_calls(m, batch)))
     for tokens, num_seqs in ((512, 16), (4096, 2)):
         steps.append(("prefill", _layer_calls(m, dtype, tokens, num_seqs, decode=False)))
-    if m.family == "bert":
+    if m.family in ENCODERS:
         steps.append(("prefill", _sampling_calls(m, 512)))
     return steps
 

@@ -25,7 +25,8 @@ class ModelShape:
     """The shapes one decoder / encoder layer of a model family gives the kernels."""
 
     name: str
-    family: str  # "llama" (RMSNorm, rotary, SwiGLU), "gpt2" (LayerNorm, GELU tanh), "bert" (encoder)
+    family: str  # "llama" (RMSNorm, rotary, SwiGLU), "gpt2" (LayerNorm, GELU tanh), "bert" (encoder),
+    # "eurobert" (the llama layer as an encoder: no cache, bidirectional)
     hidden: int
     num_q_heads: int
     num_kv_heads: int
@@ -39,8 +40,9 @@ MODELS = [
     ModelShape("tiny llama/qwen2/mistral (tests)", "llama", 64, 4, 2, 16, 128, 128),
     ModelShape("tiny gpt2 (tests)", "gpt2", 64, 4, 4, 16, 256, 128),
     ModelShape("tiny bert (tests)", "bert", 32, 4, 4, 8, 64, 96),
-    ModelShape("bundled ar-gpt2", "gpt2", 96, 4, 4, 24, 384, 299),
-    ModelShape("bundled cmlm/mlm-bert", "bert", 96, 4, 4, 24, 384, 299),
+    ModelShape("bundled ar-gpt2 (Llama format)", "llama", 96, 4, 4, 24, 256, 307),
+    ModelShape("bundled ar-gpt2-draft", "llama", 32, 2, 2, 16, 96, 307),
+    ModelShape("bundled cmlm/mlm-bert (EuroBERT format)", "eurobert", 96, 4, 4, 24, 256, 307),
     # Real checkpoints of the supported families.
     ModelShape("GPT-2 124M", "gpt2", 768, 12, 12, 64, 3072, 50257),
     ModelShape("BERT-base", "bert", 768, 12, 12, 64, 3072, 30522),
