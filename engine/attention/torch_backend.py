@@ -99,6 +99,14 @@ def make_plan(meta, block_size: int | None) -> _Plan:
     return _Plan(batch, q_len, q_pad, q_unpad, k_len, k_index, mask, is_causal, store)
 
 
+def _rotated(q, k, v, rope):
+    """q, k, v with the projection's bias added and q, k rotated by `rope` (as they are
+    without one); the cache store stays with the caller."""
+    if rope is None:
+        return q, k, v
+    return reference.rotary_store_kv.unchecked(q, k, v, rope.positions, rope.cos, rope.sin, None, None, None, rope.bias)
+
+
 def _rows(x, index):
     """x[index] for x [N, H, D] and a long index, through the flat [N, H * D] view."""
     return F.embedding(index, x.reshape(x.shape[0], -1)).view(-1, *x.shape[1:])
@@ -140,9 +148,7 @@ class TorchAttention:
     def paged(self, q, k, v, k_cache, v_cache, scale, meta, rope=None):
         """q [T, Hq, D], k/v [T, Hkv, D] of the step's tokens -> [T, Hq, D]; stores k/v first
         (rotated by `rope` when given)."""
-        if rope is not None:
-            q, k, v = reference.rotary_store_kv.unchecked(
-                q, k, v, rope.positions, rope.cos, rope.sin, None, None, None, rope.bias)
+        q, k, v = _rotated(q, k, v, rope)
         plan = self._plan(meta, k_cache)
         if k_cache is not None and plan.store is not None:
             _store(k_cache, plan.store, k)
@@ -156,9 +162,7 @@ class TorchAttention:
 
     def encoder(self, q, k, v, scale, meta, rope=None):
         """Bidirectional attention within each packed sequence (q, k rotated by `rope` when given)."""
-        if rope is not None:
-            q, k, v = reference.rotary_store_kv.unchecked(
-                q, k, v, rope.positions, rope.cos, rope.sin, None, None, None, rope.bias)
+        q, k, v = _rotated(q, k, v, rope)
         return self._own_keys(q, k, v, scale, self._plan(meta, None))
 
     @staticmethod
