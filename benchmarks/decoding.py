@@ -129,8 +129,9 @@ def mask_predict(model, prompts, frames, params, ids, special_ids, seeds=None, t
             finished = finished | stopped
         for r in finished.nonzero()[:, 0].tolist():
             i = int(rows[r])
-            passes = params[i].iterations if not bool(done is not None and done[r]) else int(batch.passes_run[r])
-            results[i] = (batch.tokens[r, :frames[i]].tolist(), passes)
+            by_rules = done is not None and bool(done[r])  # else stopped early at <eos>: the engine's count
+            results[i] = (batch.tokens[r, :frames[i]].tolist(),
+                          int(batch.passes_run[r]) if by_rules else params[i].iterations)
         if bool(finished.any()):
             keep = (~finished).nonzero()[:, 0]
             rows = rows[keep]

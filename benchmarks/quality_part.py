@@ -95,7 +95,7 @@ def pool_seeds(rows):
         row = {k: v for k, v in group[0].items() if k not in ("seed", "validity")}
         row["seeds"] = len(group)
         row["seconds"] = statistics.median(r["seconds"] for r in group)
-        for key in ("mean_passes", "mean_words", "words"):  # a user checkpoint's rows have no words
+        for key in ("mean_passes", "mean_words", "words"):  # mean_words only with the reference language
             if key in row:
                 row[key] = statistics.mean(r[key] for r in group)
         if "length_histogram" in row:
