@@ -5,10 +5,12 @@
   one-slot frame), then mask-predict in the frame it names. Both count in the time and passes.
 - Any other masked LM fills `fixed_frame` slots.
 Texts are rendered from the token ids up to the first `<eos>`, every token shown as itself (a
-special token the engine's text would hide makes the output invalid, as it should).
+special token the engine's text would hide makes the output invalid, as it should). They
+are rendered when first read, so a timed decode yields token ids, as the HF baselines do.
 """
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from .decode_configs import DecodeConfig, length_head_params
 from .frame import MAX_SLOTS, frame_of_length_token
@@ -17,17 +19,20 @@ from .frame import MAX_SLOTS, frame_of_length_token
 @dataclass
 class EngineOutput:
     token_ids: list
-    text: str
-    words: int
     passes: int  # forward passes: AR tokens generated; mask-predict passes incl. the length head
     frame: int | None = None
+    tokenizer: object = field(default=None, repr=False, compare=False)
 
+    @cached_property
+    def text(self) -> str:
+        eos = self.tokenizer.eos_token_id
+        ids = self.token_ids
+        cut = ids[:ids.index(eos)] if eos in ids else ids
+        return self.tokenizer.decode(cut, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
 
-def _render(tokenizer, token_ids):
-    eos = tokenizer.eos_token_id
-    cut = token_ids[:token_ids.index(eos)] if eos in token_ids else token_ids
-    text = tokenizer.decode(cut, skip_special_tokens=False, clean_up_tokenization_spaces=False).strip()
-    return text, len(text.split())
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
 
 
 def engine_decode(llm, spec, config: DecodeConfig, prompts, seeds, oracle_frames=None, fixed_frame=None):
@@ -39,11 +44,7 @@ def engine_decode(llm, spec, config: DecodeConfig, prompts, seeds, oracle_frames
         params = [config.ar_params(limit - len(tok(p)["input_ids"]), seed) for p, seed in zip(prompts, seeds)]
         outs = llm.generate(prompts, params)
         seconds = time.perf_counter() - start
-        results = []
-        for o in outs:
-            text, words = _render(tok, list(o.token_ids))
-            results.append(EngineOutput(list(o.token_ids), text, words, len(o.token_ids)))
-        return results, seconds
+        return [EngineOutput(list(o.token_ids), len(o.token_ids), tokenizer=tok) for o in outs], seconds
     frames, head_passes = oracle_frames, 0
     if frames is None and spec is not None and spec.length_head:
         heads = llm.generate(prompts, [length_head_params(config.temperature, s) for s in seeds])
@@ -52,8 +53,4 @@ def engine_decode(llm, spec, config: DecodeConfig, prompts, seeds, oracle_frames
     frames = frames or [fixed_frame or MAX_SLOTS] * len(prompts)
     outs = llm.generate(prompts, [config.mp_params(n, s) for n, s in zip(frames, seeds)])
     seconds = time.perf_counter() - start
-    results = []
-    for o, n in zip(outs, frames):
-        text, words = _render(tok, list(o.token_ids))
-        results.append(EngineOutput(list(o.token_ids), text, words, o.metrics.nfe + head_passes, n))
-    return results, seconds
+    return [EngineOutput(list(o.token_ids), o.metrics.nfe + head_passes, n, tok) for o, n in zip(outs, frames)], seconds

@@ -25,6 +25,7 @@ raises leaves the state as it was.
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from engine.mask_rules import REMASK_RULES, PassView, threshold_fill
@@ -35,8 +36,8 @@ from engine.seeding import as_int64
 _INT_COLUMNS = ("frame_len", "first_slot", "length", "block_length", "passes_base", "passes_extra", "rule",
                 "seed", "top_k", "stop_early", "scored", "scheduled", "block_end", "block_passes")
 _FLOAT_COLUMNS = ("threshold", "temperature", "top_p")
-_DTYPES = {"stop_early": torch.bool, "scored": torch.bool, "scheduled": torch.bool,
-           "temperature": torch.float32, "top_p": torch.float32}
+_DTYPES = {"stop_early": np.bool_, "scored": np.bool_, "scheduled": np.bool_,
+           "temperature": np.float32, "top_p": np.float32}
 
 
 @lru_cache(maxsize=256)
@@ -145,27 +146,25 @@ class SequenceBatch:
         cls_id, sep_id, mask_id = template
         rows = [_new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id)
                 for prompt, length, p, seed, scored in sequences]
-        count, width = len(rows), max(r["length"] for r in rows)
-        tensors = {}
-        for names, dtype in ((_INT_COLUMNS, torch.int64), (_FLOAT_COLUMNS, torch.float64)):
-            table = torch.tensor([[r[name] for name in names] for r in rows], dtype=dtype, device=device)
-            for name, column in zip(names, table.t().contiguous()):
-                tensors[name] = column.to(_DTYPES.get(name, dtype))
-        for name, width_of in (("frame", max(len(r["frame"]) for r in rows) + 1),  # + the scratch column
-                               ("drops", width)):
-            tensors[name] = torch.tensor([r[name] + [0] * (width_of - len(r[name])) for r in rows], device=device)
-        slots = torch.arange(width, device=device)[None, :]
-        masked = slots < tensors["length"][:, None]
-
-        def zeros(*shape, dtype=torch.int64):
-            return torch.zeros(*shape, dtype=dtype, device=device)
-
-        return SequenceBatch.of(
-            **tensors, tokens=torch.where(masked, mask_id, 0), confidence=zeros(count, width, dtype=torch.float32),
-            masked=masked, in_block=slots < tensors["block_end"][:, None], previous=zeros(count, width),
-            has_previous=zeros(count, dtype=torch.bool), block=zeros(count), block_pass=zeros(count),
-            passes_run=zeros(count),
-        )
+        # numpy tables, one upload per tensor: a few dozen tiny torch ops would cost more
+        tables = {}
+        for names, dtype in ((_INT_COLUMNS, np.int64), (_FLOAT_COLUMNS, np.float64)):
+            table = np.array([[r[name] for name in names] for r in rows], dtype=dtype)
+            tables.update((name, table[:, i].astype(_DTYPES.get(name, dtype))) for i, name in enumerate(names))
+        for name, width in (("frame", max(len(r["frame"]) for r in rows) + 1),  # + the scratch column
+                            ("drops", int(tables["length"].max()))):
+            padded = np.zeros((len(rows), width), dtype=np.int64)
+            for i, r in enumerate(rows):
+                padded[i, : len(r[name])] = r[name]
+            tables[name] = padded
+        slots = np.arange(tables["drops"].shape[1])[None, :]
+        masked = slots < tables["length"][:, None]
+        zeros = np.zeros(len(rows), dtype=np.int64)
+        tables.update(tokens=np.where(masked, mask_id, 0), confidence=np.zeros(masked.shape, dtype=np.float32),
+                      masked=masked, in_block=slots < tables["block_end"][:, None], previous=np.zeros_like(masked, np.int64),
+                      has_previous=zeros.astype(bool), block=zeros, block_pass=zeros, passes_run=zeros)
+        return SequenceBatch.of(**{name: torch.from_numpy(np.ascontiguousarray(a)).to(device)
+                                   for name, a in tables.items()})
 
     @staticmethod
     def of(**tensors) -> "SequenceBatch":

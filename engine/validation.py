@@ -46,9 +46,10 @@ def check_int(name, value, low=None, high=None, allow_none=False) -> int | None:
     """An int (Python or numpy, never a bool) in [low, high], as a Python int."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {_type_name(value)}")
-    value = int(value)
+    if type(value) is not int:  # the common case skips the slow abstract-class check
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            raise TypeError(f"{name} must be an int, got {_type_name(value)}")
+        value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{name} must be {_bounds(low, high)}, got {value}")
     return value
@@ -58,7 +59,8 @@ def check_real(name, value, allow_none=False) -> float | None:
     """A finite real number (int, float, numpy float; never a bool), as a Python float."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, Real):
+    plain = type(value) is float or type(value) is int  # skips the slow abstract-class check
+    if not plain and (isinstance(value, bool) or not isinstance(value, Real)):
         raise TypeError(f"{name} must be a number, got {_type_name(value)}")
     try:
         number = float(value)

@@ -24,8 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kernels import reference
-
 
 @dataclass
 class _Plan:
@@ -38,6 +36,7 @@ class _Plan:
     mask: torch.Tensor | None  # bool [B, 1, q_len, k_len]
     is_causal: bool
     store: torch.Tensor | None  # long [T]: cache slot of each new token
+    rotation: tuple | None = None  # (cos table, cos, signed sin) of the step's positions: _rotation
 
 
 def _host(t: torch.Tensor) -> np.ndarray:
@@ -99,12 +98,32 @@ def make_plan(meta, block_size: int | None) -> _Plan:
     return _Plan(batch, q_len, q_pad, q_unpad, k_len, k_index, mask, is_causal, store)
 
 
-def _rotated(q, k, v, rope):
+def _rotation(plan, rope):
+    """cos and sin [T, 1, D] of each token's position over the whole head dim, the sign of
+    rotate-half folded into sin; gathered by the first rotary layer of the step and reused by
+    the others (they share the tables)."""
+    if plan.rotation is None or plan.rotation[0] is not rope.cos:
+        positions = rope.positions.long()
+        cos, sin = rope.cos[positions], rope.sin[positions]
+        plan.rotation = (rope.cos, torch.cat([cos, cos], -1)[:, None], torch.cat([-sin, sin], -1)[:, None])
+    return plan.rotation[1:]
+
+
+def _rotated(q, k, v, rope, plan):
     """q, k, v with the projection's bias added and q, k rotated by `rope` (as they are
-    without one); the cache store stays with the caller."""
+    without one), bit for bit as `reference.rotary_store_kv` computes them:
+    x1 cos - x2 sin is x1 cos + x2 (-sin) exactly. The cache store stays with the caller."""
     if rope is None:
         return q, k, v
-    return reference.rotary_store_kv.unchecked(q, k, v, rope.positions, rope.cos, rope.sin, None, None, None, rope.bias)
+    x = torch.cat([q, k, v], dim=1)
+    if rope.bias is not None:
+        x = (x.float() + rope.bias.float().view(-1, x.shape[2])).to(q.dtype)
+    cos, signed_sin = _rotation(plan, rope)
+    qk = x[:, : q.shape[1] + k.shape[1]].float()
+    half = x.shape[2] // 2
+    swapped = torch.cat([qk[..., half:], qk[..., :half]], dim=-1)
+    q_out, k_out = (qk * cos + swapped * signed_sin).to(q.dtype).split([q.shape[1], k.shape[1]], dim=1)
+    return q_out, k_out, x[:, q.shape[1] + k.shape[1]:]
 
 
 def _rows(x, index):
@@ -148,8 +167,8 @@ class TorchAttention:
     def paged(self, q, k, v, k_cache, v_cache, scale, meta, rope=None):
         """q [T, Hq, D], k/v [T, Hkv, D] of the step's tokens -> [T, Hq, D]; stores k/v first
         (rotated by `rope` when given)."""
-        q, k, v = _rotated(q, k, v, rope)
         plan = self._plan(meta, k_cache)
+        q, k, v = _rotated(q, k, v, rope, plan)
         if k_cache is not None and plan.store is not None:
             _store(k_cache, plan.store, k)
             _store(v_cache, plan.store, v)
@@ -162,8 +181,9 @@ class TorchAttention:
 
     def encoder(self, q, k, v, scale, meta, rope=None):
         """Bidirectional attention within each packed sequence (q, k rotated by `rope` when given)."""
-        q, k, v = _rotated(q, k, v, rope)
-        return self._own_keys(q, k, v, scale, self._plan(meta, None))
+        plan = self._plan(meta, None)
+        q, k, v = _rotated(q, k, v, rope, plan)
+        return self._own_keys(q, k, v, scale, plan)
 
     @staticmethod
     def _own_keys(q, k, v, scale, plan):
