@@ -255,7 +255,8 @@ class SequenceBatch:
         done [S] bool or None when no block ended).
 
         features names what the rows use ("rule:<name>", "threshold", "stop_early", "scored"),
-        so what no row uses costs nothing."""
+        so what no row uses costs nothing. A done row keeps its last block's fields: it leaves
+        the batch (select) before another pass."""
         in_block, predicted = self.in_block, inputs.predicted
         view = tokens
         if inputs.head is not predicted:  # scored rows: predictions at unmasked slots are not taken
@@ -279,12 +280,13 @@ class SequenceBatch:
                      frame=self.frame.scatter(1, self.frame_columns, new_tokens))
         if converged is not None:
             after.update(previous=view, has_previous=block_open)
-        done = None
-        if bool(block_open.all()):
-            after.update(block_pass=self.block_pass + 1)
-        else:
-            after.update(self._next_blocks(~block_open))
-            done = ~block_open & (self.block_end >= self.length)
+        done, next_blocks = None, False
+        if not bool(block_open.all()):
+            last_block = self.block_end >= self.length
+            done = ~block_open & last_block
+            # a row whose last block ended is done and leaves: only the others need a next block
+            next_blocks = not bool(last_block.all())
+        after.update(self._next_blocks(~block_open) if next_blocks else dict(block_pass=self.block_pass + 1))
         return replace(self, **after), masked.sum(1), done
 
     def _next_blocks(self, ended):

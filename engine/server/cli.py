@@ -4,6 +4,7 @@ The subcommand follows the command line's convention (engine/__main__.py): the e
 are the same as `generate`'s, declared by the `add_engine_arguments` it passes in and turned
 into an EngineConfig by its `engine_config`; errors reach the user as main reports them.
 """
+import gc
 import os
 
 
@@ -38,6 +39,11 @@ def run_serve(args, config) -> int:
     from engine.server.app import build_app
 
     app = build_app(Engine(config), args.served_model_name or args.model)
+    # What exists now (model, tokenizer, libraries) lives as long as the server: frozen, the
+    # collector stops rescanning it, and a full collection no longer pauses a step for the
+    # time it takes to walk every object loaded (~0.2 s measured beside the benchmark's heap).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=not args.disable_access_log, timeout_graceful_shutdown=10)
     return 0
