@@ -48,9 +48,10 @@ def save_random_checkpoint(name, folder, device, dtype):
     return str(path)
 
 
-def check_model(name, folder, device, dtype, batch_sizes, prompt_len, new_tokens, reps, ceilings):
+def check_model(name, folder, device, dtype, batch_sizes, prompt_len, new_tokens, reps, ceilings,
+                async_scheduling=None):
     path = save_random_checkpoint(name, folder, device, dtype)
-    llm = LLM(path, device=device, dtype=str(dtype).replace("torch.", ""))
+    llm = LLM(path, device=device, dtype=str(dtype).replace("torch.", ""), async_scheduling=async_scheduling)
     hf = hf_baselines.load_hf(path, "causal", device, dtype)
     shape = roofline.ModelShape.from_hf_config(hf.config, torch.tensor([], dtype=dtype).element_size())
     vocab = hf.config.vocab_size
@@ -97,6 +98,9 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                         help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                        help="the engine's async scheduling (default: the engine's, on for CUDA); run once with "
+                             "--no-async-scheduling to see what it gives")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for scale.json and scale.md (default: benchmarks/results/<date>-<machine>)")
     args = parser.parse_args(argv)
@@ -110,10 +114,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             rows += check_model(name, folder, args.device, dtype, args.batch_sizes, args.prompt_len,
-                                args.new_tokens, args.reps, ceilings)
+                                args.new_tokens, args.reps, ceilings, args.async_scheduling)
     report = {"date": str(datetime.date.today()), "machine": machine_name(args.device),
               "dtype": str(dtype).replace("torch.", ""), "prompt_len": args.prompt_len,
-              "new_tokens": args.new_tokens, "ceilings": ceil, "rows": rows}
+              "new_tokens": args.new_tokens, "async_scheduling": args.async_scheduling, "ceilings": ceil, "rows": rows}
     write_report(out, "scale", report, markdown)
     return 0
 

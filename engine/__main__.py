@@ -32,7 +32,7 @@ CAUSAL_FLAGS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "ignore_eo
 MASKED_FLAGS = ("length", "iterations", "remask", "schedule", "threshold", "block_length", "stop_early")
 ENGINE_OPTIONS = ("device", "dtype", "kernel_backend", "block_size", "num_kv_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
-                  "allow_pickle", "enable_nvtx", "tensor_parallel_size")
+                  "allow_pickle", "enable_nvtx", "tensor_parallel_size", "async_scheduling")
 # field -> its flag's dest where the two names differ (the flag is the dest with dashes)
 ENGINE_FLAGS = {"block_size": "kv_block_size"}
 # speculative_config key -> its flag's dest (its errors name the key, which is the flag but for these)
@@ -115,6 +115,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                      help="allow loading pytorch_model.bin (pickle) weights, read as tensors only")
     eng.add_argument("--enable-nvtx", action="store_true", default=None,
                      help="mark the engine's phases as NVTX ranges for Nsight Systems (nsys profile)")
+    eng.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                     help="schedule the next autoregressive step while the device runs this one "
+                          "(default: on for CUDA without speculative decoding or tensor parallelism)")
     eng.add_argument("--tensor-parallel-size", type=int, metavar="N",
                      help="split the model over N processes (one GPU each on CUDA, gloo on CPU); "
                           "N must divide the attention heads (default 1)")

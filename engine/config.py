@@ -86,7 +86,10 @@ class EngineConfig:
     `tensor_parallel_size` > 1 splits the model over that many processes
     (engine.distributed), each on its own device on CUDA.
     `speculative_config` (a dict, engine/speculative/config.py) turns on speculative decoding
-    with a draft model.
+    with a draft model. `async_scheduling` keeps one autoregressive step in flight, so the
+    host schedules the next step while the device runs this one (engine/async_executor.py);
+    None turns it on where it pays and is supported: CUDA, no speculative decoding,
+    tensor_parallel_size 1.
     """
 
     model: str
@@ -107,6 +110,7 @@ class EngineConfig:
     enable_nvtx: bool = False
     tensor_parallel_size: int = 1
     speculative_config: dict | SpeculativeConfig | None = None
+    async_scheduling: bool | None = None
 
     def __post_init__(self):
         self.model = _model_path(self.model)
@@ -134,6 +138,17 @@ class EngineConfig:
         cuda_devices = torch.cuda.device_count() if self.device.startswith("cuda") else 0
         self.tensor_parallel_size = check_tensor_parallel_size(self.tensor_parallel_size, self.device, cuda_devices)
         self.speculative_config = SpeculativeConfig.from_value(self.speculative_config)
+        self.async_scheduling = self._async_scheduling()
+
+    def _async_scheduling(self) -> bool:
+        synchronous = ("speculative decoding" if self.speculative_config is not None else
+                       "tensor parallelism" if self.tensor_parallel_size > 1 else None)
+        if self.async_scheduling is None:
+            return self.device.startswith("cuda") and synchronous is None
+        value = check_bool("async_scheduling", self.async_scheduling)
+        if value and synchronous is not None:
+            raise ValueError(f"async_scheduling is not supported with {synchronous}; leave it unset or False")
+        return value
 
     @classmethod
     def from_kwargs(cls, model, **kwargs) -> "EngineConfig":

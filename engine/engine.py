@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from engine.async_executor import AsyncAutoregressiveExecutor
 from engine.autoregressive import AutoregressiveExecutor
 from engine.backend import get_ops
 from engine.config import EngineConfig
@@ -43,6 +44,7 @@ from engine.validation import check_params_for_model, check_prompt_ids, check_re
 
 TOKEN_ID_SEQUENCES = (list, tuple, range, np.ndarray, torch.Tensor)  # what a token-id prompt may be
 EXECUTORS = {"causal": AutoregressiveExecutor, "masked": MaskPredictExecutor}
+ASYNC_EXECUTORS = {**EXECUTORS, "causal": AsyncAutoregressiveExecutor}  # mask-predict passes stay as they are
 NEEDS = {SamplingParams: "a causal LM", MaskPredictParams: "a masked LM"}
 
 
@@ -70,7 +72,8 @@ class Engine:
         self.tokenizer = self.loaded.tokenizer
         self.kind = self.loaded.kind
         try:
-            executor = SpeculativeExecutor if cfg.speculative_config is not None else EXECUTORS[self.kind]
+            executors = ASYNC_EXECUTORS if cfg.async_scheduling else EXECUTORS
+            executor = SpeculativeExecutor if cfg.speculative_config is not None else executors[self.kind]
             self.executor = executor(self.loaded, cfg, get_ops(cfg.kernel_backend))
         except BaseException:
             self.close()

@@ -92,6 +92,17 @@ class Request:
         if logprobs is not None:
             self.logprobs.append(logprobs)
 
+    def append_placeholder(self, index: int) -> None:
+        """Async scheduling: the token that the step in flight samples for this request is
+        on the device only, held here as -(1 + index), its row among that step's sampled
+        tokens. The next step is scheduled around it (the runner reads the token on the
+        device); `drop_placeholder` removes it when the real token is known."""
+        self.all_token_ids.append(-1 - index)
+
+    def drop_placeholder(self) -> None:
+        if self.num_generated and self.all_token_ids[-1] < 0:
+            self.all_token_ids.pop()
+
     def preempt(self) -> None:
         """Back to the queue with nothing computed: its blocks were freed, it recomputes later."""
         self.num_computed_tokens = 0

@@ -10,8 +10,10 @@ through the head: the logits that verify each draft, and the one after the last.
 
 The inputs are built with numpy from the block manager's persistent block-table array and
 sent to the device as one int32 array (through a pinned staging buffer on CUDA): one
-host-to-device copy per step. On CUDA (unless enforce_eager) decode steps replay CUDA graphs
-(engine.cuda_graphs) that also hold the LM head and the greedy argmax.
+host-to-device copy per step. A placeholder token of async scheduling
+(engine/async_executor.py) is read on the device from the previous step's sampled tokens.
+On CUDA (unless enforce_eager) decode steps replay CUDA graphs (engine.cuda_graphs) that
+also hold the LM head and the greedy argmax.
 """
 import warnings
 from itertools import chain
@@ -35,7 +37,12 @@ class ModelRunner:
         self.block_size = config.block_size
         self.k_cache, self.v_cache = allocate_kv_cache(
             model, block_manager.num_blocks, config.block_size, dtype, self.device)
-        self._staging = torch.empty(0, dtype=torch.int32)
+        # Two pinned staging buffers used in turn, each with the event of its last copy: under
+        # async scheduling the host fills one for step n+1 while step n's copy may still read
+        # the other.
+        self._staging = [torch.empty(0, dtype=torch.int32) for _ in range(2)]
+        self._copied: list[torch.cuda.Event | None] = [None, None]
+        self._turn = 0
         # Graphs need kernels that never read back to the host: the Triton backend's.
         use_graphs = self.device.type == "cuda" and not config.enforce_eager and config.kernel_backend == "triton"
         max_blocks = -(-max_model_len // config.block_size)
@@ -48,12 +55,13 @@ class ModelRunner:
                 warnings.warn(f"CUDA graph capture failed ({e}); decode steps run eagerly")
                 self.graphs = None
 
-    def prepare(self, batch: ScheduledBatch) -> StepInputs:
+    def prepare(self, batch: ScheduledBatch, in_flight_tokens: torch.Tensor | None = None) -> StepInputs:
         """The step's inputs on the device, built with array operations.
 
         In a mixed step the decode sequences are packed first (meta.num_decodes), so the
         attention backend can serve them with the decode kernel; sample_rows stay in batch
-        order either way.
+        order either way. A placeholder token -(1 + j) (async scheduling) is read on the
+        device from row j of `in_flight_tokens`, the previous step's sampled tokens.
         """
         reqs, bs, spec = batch.requests, self.block_size, batch.spec_token_ids
         num_seqs = len(reqs)
@@ -97,8 +105,13 @@ class ModelRunner:
         block_tables = tables[rows, :width]
         slots = tables[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
         sample_rows = _sample_rows(last_rows, np.array(batch.samples, dtype=bool), num_spec)
-        ids, positions, slots, cu, context_lens, sample_rows, block_tables = self._upload(
-            ids, positions, slots, cu, context_lens, sample_rows, block_tables)
+        pending = np.flatnonzero(ids < 0)  # tokens the previous step is still sampling
+        pending_rows = -1 - ids[pending]
+        ids[pending] = 0
+        ids, positions, slots, cu, context_lens, sample_rows, block_tables, pending, pending_rows = self._upload(
+            ids, positions, slots, cu, context_lens, sample_rows, block_tables, pending, pending_rows)
+        if pending.numel():
+            ids[pending] = in_flight_tokens[pending_rows].to(ids.dtype)
         meta = AttentionMetadata(mode, cu, slots, context_lens, block_tables.view(num_seqs, width),
                                  num_decodes=num_decodes)
         return StepInputs(ids, positions, meta, sample_rows)
@@ -109,17 +122,25 @@ class ModelRunner:
         flat = np.concatenate([a.ravel() for a in arrays]).astype(np.int32)
         if self.device.type == "cpu":
             return torch.from_numpy(flat).split(sizes)
-        if self._staging.numel() < flat.size:  # pinned, so the copy does not block the host
-            self._staging = torch.empty(max(flat.size, 2 * self._staging.numel()), dtype=torch.int32, pin_memory=True)
-        self._staging[: flat.size].numpy()[:] = flat
-        return self._staging[: flat.size].to(self.device, non_blocking=True).split(sizes)
+        turn, self._turn = self._turn, 1 - self._turn
+        if self._copied[turn] is not None:
+            self._copied[turn].synchronize()  # its previous copy has left the buffer
+        staging = self._staging[turn]
+        if staging.numel() < flat.size:  # pinned, so the copy does not block the host
+            staging = self._staging[turn] = torch.empty(max(flat.size, 2 * staging.numel()), dtype=torch.int32,
+                                                        pin_memory=True)
+        staging[: flat.size].numpy()[:] = flat
+        uploaded = staging[: flat.size].to(self.device, non_blocking=True)
+        self._copied[turn] = torch.cuda.Event()
+        self._copied[turn].record()
+        return uploaded.split(sizes)
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, batch: ScheduledBatch, in_flight_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [N, V] in the model's dtype, their argmax [N]) of the N sample rows of the
         batch (one per sampling sequence, or drafts + 1 under speculation), in batch order."""
         with ranged("prepare_inputs"):
-            inputs = self.prepare(batch)
+            inputs = self.prepare(batch, in_flight_tokens)
         with ranged("forward"):
             if self.graphs is not None and inputs.meta.mode == "decode" and len(batch) <= self.graphs.max_batch:
                 return self.graphs.run(inputs)

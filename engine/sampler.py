@@ -52,14 +52,16 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, greedy: torch.Tensor, requests: list[Request], offsets=None) -> list[int]:
         """The token of each row (row i: output token num_generated + offsets[i] of requests[i])."""
+        return self.sample_on_device(logits, greedy, requests, offsets).tolist()  # the step's one blocking copy
+
+    def sample_on_device(self, logits, greedy, requests, offsets=None) -> torch.Tensor:
+        """`sample`'s tokens as an int64 tensor on the logits' device, without waiting for them."""
         banned = self.ban(logits, requests, offsets)
         if banned is not logits:
             logits, greedy = banned, banned.argmax(dim=-1)
         if all(req.params.temperature == 0 for req in requests):
-            tokens = greedy
-        else:
-            tokens = self.ops.sample(logits, *self.row_params(requests, logits.device, offsets))
-        return tokens.tolist()  # the step's one blocking device -> host copy
+            return greedy
+        return self.ops.sample(logits, *self.row_params(requests, logits.device, offsets))
 
     @staticmethod
     def row_params(requests, device, offsets=None):

@@ -10,6 +10,12 @@ Every step the scheduler picks, under `max_num_batched_tokens` and `max_num_seqs
 A request samples a token at the end of the step when the step computes its last known
 token; the batch records that decision once, for the runner and the sampler alike.
 
+Under async scheduling (engine/async_executor.py) a request may hold a placeholder for the
+token the step in flight samples: it is scheduled for its next token as if that token were
+known, except when it already has max_tokens (its last step is in flight). A request
+preempted in a schedule still holds its placeholder, but waiting requests are only admitted
+by a schedule without preemptions, and by the next one the placeholder is resolved.
+
 Speculative decoding asks `schedule(lookahead=k)`: a request that samples also gets cache
 slots (and budget) for up to k draft tokens after its known ones, never beyond its
 max_tokens. Drafts are optional: when the cache is short a request first gives up its
@@ -108,6 +114,9 @@ class Scheduler:
         bm, preempted, i = self.block_manager, False, 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
+            if req.num_generated >= req.params.max_tokens:  # its last token is still in flight
+                i += 1
+                continue
             n = min(req.num_tokens - req.num_computed_tokens, budget)
             extra = self._lookahead(req, req.num_computed_tokens, n, budget, lookahead)
             while not bm.can_append(req, req.num_computed_tokens + n + extra):
@@ -151,10 +160,13 @@ class Scheduler:
         self.num_preemptions += 1
 
     def update(self, batch: ScheduledBatch) -> None:
-        """After the step ran: its tokens are computed; seal the blocks they completed."""
+        """After the step ran: its tokens are computed; seal the blocks they completed. A
+        request that finished meanwhile (async scheduling) keeps nothing."""
         for req, n in zip(batch.requests, batch.num_new_tokens):
-            req.num_computed_tokens += n
             self.num_computed_tokens_total += n
+            if req.is_finished:
+                continue
+            req.num_computed_tokens += n
             self.block_manager.seal_computed(req)
 
     def update_accepted(self, batch: ScheduledBatch, num_accepted: list[int]) -> None:

@@ -230,8 +230,8 @@ def test_mixed_steps_on_the_triton_backend_match_hf(checkpoints):
     runner = llm.engine.executor.runner
     prepare, decodes_per_step = runner.prepare, []
 
-    def recording_prepare(batch):
-        inputs = prepare(batch)
+    def recording_prepare(batch, *in_flight):
+        inputs = prepare(batch, *in_flight)
         decodes_per_step.append(inputs.meta.num_decodes)
         return inputs
 
