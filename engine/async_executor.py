@@ -49,10 +49,9 @@ class _InFlight:
 class AsyncAutoregressiveExecutor(AutoregressiveExecutor):
     def __init__(self, loaded, config, ops):
         super().__init__(loaded, config, ops)
+        # Every unfinished request of the step in flight is still the scheduler's, so
+        # has_unfinished() is the synchronous executor's.
         self.in_flight: _InFlight | None = None
-
-    def has_unfinished(self) -> bool:
-        return self.in_flight is not None or super().has_unfinished()
 
     def step(self) -> list:
         with ranged("schedule"):
@@ -69,7 +68,9 @@ class AsyncAutoregressiveExecutor(AutoregressiveExecutor):
         except Exception as error:  # noqa: BLE001 - step n is sound: finish it, then find the culprit
             outputs = self._complete(previous)
             live = [i for i, req in enumerate(batch.requests) if not req.is_finished]
-            return outputs + (self._run_apart(batch.subset(live), error) if live else [])
+            outputs += self._run_apart(batch.subset(live), error) if live else []
+            # one output per request and step: a request's later output includes the earlier
+            return list({out.request_id: out for out in outputs}.values())
         outputs = self._complete(previous)
         self.scheduler.update(batch)
         for index, req in enumerate(launched.sampling):
@@ -111,7 +112,7 @@ class AsyncAutoregressiveExecutor(AutoregressiveExecutor):
         for req in requests:
             req.drop_placeholder()
         logprobs = [None] * len(requests)
-        if step.logits is not None and requests:
+        if step.logits is not None and any(req.logprobs is not None for req in requests):
             logprobs = self.sampler.logprobs(step.logits[live], requests, tokens)
         with ranged("outputs"):
             outputs, finished = self.output_processor.process(requests, tokens, logprobs, time.perf_counter())

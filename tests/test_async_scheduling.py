@@ -119,7 +119,8 @@ def test_an_abort_while_its_token_is_in_flight(causal):
 
 def test_a_request_failing_in_the_forward_fails_alone(causal):
     """The victim's generated token makes the forward raise while the previous step is still
-    unread: that step completes, then the failed one reruns request by request."""
+    unread: that step completes, then the failed one reruns request by request; a step
+    still gives one output per request."""
     path = causal["llama"]
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     good = LLM(path, **CONFIG).generate(PROMPTS[:3], params)
@@ -130,7 +131,11 @@ def test_a_request_failing_in_the_forward_fails_alone(causal):
     with poisoned_forward(engine.loaded.model, poison):
         rids = [engine.add_request(p, params) for p in PROMPTS[:3]]
         victim = engine.add_request(PROMPTS[3], params)
-        finished = run_to_end(engine)
+        finished = {}
+        while engine.has_unfinished():
+            outputs = engine.step()
+            assert len({o.request_id for o in outputs}) == len(outputs)  # one output per request and step
+            finished.update((o.request_id, o) for o in outputs if o.finished)
     assert [finished[r].token_ids for r in rids] == [o.token_ids for o in good]
     failed = finished[victim]
     assert failed.finish_reason == "error" and isinstance(failed.error, str) and PlantedFailure.__name__ in failed.error

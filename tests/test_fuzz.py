@@ -4,7 +4,7 @@ For each tiny checkpoint (GPT-2, Llama, BERT), rounds run until a wall-clock bud
 spent; every round has its own seed (shown with the last operations when an invariant
 fails, so a round can be replayed). A round builds an engine with a random small
 configuration (block size, a few KV blocks, max_num_seqs and max_num_batched_tokens down to
-1, prefix caching on or off) and applies a random sequence of operations:
+1, prefix caching and async scheduling on or off) and applies a random sequence of operations:
 
   add     a prompt (str or token ids, in and out of the vocabulary, empty, beyond the
           context, of every container type) with params whose fields are valid or wild
@@ -157,7 +157,8 @@ class Round:
             block_size = rng.choice([1, 2, 4, 16])
             config = dict(block_size=block_size, num_kv_blocks=max(1, rng.choice([24, 32, 40, 64, 128]) // block_size),
                           enable_prefix_caching=rng.choice([True, False]),
-                          max_num_batched_tokens=rng.choice([1, 3, 8, 24, 64, 4096]))
+                          max_num_batched_tokens=rng.choice([1, 3, 8, 24, 64, 4096]),
+                          async_scheduling=rng.choice([True, False]))
         else:  # a pass needs the whole prompt + length + 2 in one batch
             config = dict(max_num_batched_tokens=rng.choice([8, 24, 64, 4096]))
         self.config = dict(config, max_num_seqs=rng.choice([1, 2, 3, 6, 256]), seed=rng.randrange(2**64))
