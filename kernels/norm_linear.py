@@ -65,19 +65,19 @@ ROW_BUCKETS = tuple(top for top, _, _ in _TILES)  # the largest M of each config
 def tile_config(n_rows: int, dtype: torch.dtype) -> NormLinearConfig:
     """The configuration for M = n_rows (at most MAX_FUSED_ROWS) rows of `dtype`.
 
-    16-bit: 128-wide K steps, four in flight for the skinny decode tiles, three for the
-    64-row ones (at most 113 KiB of shared memory). fp32, whose full-precision dots run on
-    the FMA units with their operands in registers: 64-wide K steps, unpipelined, for the
-    small tiles; 32-wide, two in flight, for the 64-row ones. 64-row tiles take eight warps.
-    Each choice is the one that compiled without register spills on sm_80 and sm_90 (the
-    compile report; e.g. four warps spill with the residual's extra [64, 128] tile).
+    16-bit: four warps; 128-wide K steps, four in flight, for the skinny decode tiles, 64-wide
+    steps, three in flight, for the 64-row ones. fp32, whose full-precision dots run on the
+    FMA units with their operands in registers: 64-wide K steps for the tiles below 32x32,
+    32-wide above, unpipelined except the 64-row tiles (eight warps, two steps in flight).
+    These are the choices that compile without register spills for sm_80 and sm_90 with
+    triton 3.6 and 3.9 (the compile report; wider K steps or more stages spill a few bytes).
     """
     block_m, block_n = next((m, n) for top, m, n in _TILES if n_rows <= top)
     wide = block_m == 64
-    num_warps = 8 if wide else 4
     if dtype == torch.float32:
-        return NormLinearConfig(block_m, block_n, 32 if wide else 64, num_warps, num_stages=2 if wide else 1)
-    return NormLinearConfig(block_m, block_n, 128, num_warps, num_stages=3 if wide else 4)
+        block_k = 32 if block_m * block_n >= 32 * 32 else 64
+        return NormLinearConfig(block_m, block_n, block_k, num_warps=8 if wide else 4, num_stages=2 if wide else 1)
+    return NormLinearConfig(block_m, block_n, 64 if wide else 128, num_warps=4, num_stages=3 if wide else 4)
 
 
 @triton.jit(do_not_specialize=["n_rows"])  # one compiled kernel for every batch
