@@ -176,6 +176,8 @@ def check_rms_norm_linear(x, norm_weight, eps, weight, bias=None, residual=None)
     check_tensor("weight", weight, ndim=2, device=x.device)
     check_same_dtype("weight", weight, "x", x)
     check_dim("weight", weight, 1, x.shape[1], "input features, x's last")
+    if weight.shape[0] < 1:
+        raise ValueError("weight must have at least one row (output feature), got shape (0, ...)")
     if bias is not None:
         check_tensor("bias", bias, ndim=1, device=x.device)
         check_same_dtype("bias", bias, "x", x)

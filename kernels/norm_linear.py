@@ -128,15 +128,17 @@ def _rms_norm_linear_kernel(
 
 
 def launch(x, norm_weight, eps, weight, bias, residual, config: NormLinearConfig):
-    """The fused kernel with explicit launch parameters (the GPU check may sweep them)."""
+    """The fused kernel with explicit launch parameters (`rms_norm_linear` passes tile_config's)."""
     n_rows, n_in = x.shape
     n_out = weight.shape[0]
     y = _alloc.empty((n_rows, n_out), x.dtype, x.device)
     h = None if residual is None else _alloc.empty((n_rows, n_in), x.dtype, x.device)
-    if n_rows and n_out:
+    if n_rows:
         x = _launch.unit_stride(x)
         weight = _launch.unit_stride(weight)
         r = x if residual is None else _launch.unit_stride(residual)
+        norm_weight = norm_weight.contiguous()  # the kernel steps along both vectors with unit stride
+        bias = None if bias is None else bias.contiguous()
         grid = (triton.cdiv(n_rows, config.block_m), triton.cdiv(n_out, config.block_n))
         _rms_norm_linear_kernel[grid](
             x, r, norm_weight, weight, weight if bias is None else bias, y, y if h is None else h,

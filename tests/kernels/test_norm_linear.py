@@ -58,11 +58,11 @@ def test_every_row_bucket_and_the_unfused_path(device):
 
 
 def test_strided_input_and_fp32_norm_weight(device):
-    # x a column slice of a wider tensor (row stride != K); the norm weight in another dtype.
+    # x a column slice of a wider tensor (row stride != K); the norm weight strided, in fp32.
     dtype = torch.float16
     wide = torch.randn(5, 120, device=device, dtype=dtype)
     x = wide[:, 10:90]
-    norm_weight = torch.randn(80, device=device)
+    norm_weight = torch.randn(160, device=device)[::2]  # strided too
     weight = (torch.randn(24, 80, device=device) / 9).to(dtype)
     _assert_close(kernels.rms_norm_linear(x, norm_weight, EPS, weight),
                   reference.rms_norm_linear(x, norm_weight, EPS, weight), dtype)
@@ -90,6 +90,7 @@ def _good_args():
         ({"weight": torch.ones(4, 9)}, "weight"),
         ({"weight": torch.ones(8)}, "weight"),
         ({"weight": torch.ones(4, 8, dtype=torch.float16)}, "weight"),
+        ({"weight": torch.ones(0, 8)}, "weight"),
         ({"bias": torch.ones(5)}, "bias"),
         ({"bias": torch.ones(4, dtype=torch.float16)}, "bias"),
         ({"residual": torch.ones(3, 8)}, "residual"),
