@@ -1,7 +1,8 @@
 """The Llama family (Llama 2/3, Qwen2, Mistral) on the engine's kernels.
 
 Pre-norm decoder blocks with RMSNorm, rotary positions (rope scaling folded into the tables),
-grouped-query attention and a SwiGLU MLP. q/k/v and gate/up are fused into one matmul each.
+grouped-query attention and a SwiGLU MLP. q/k/v and gate/up are fused into one matmul each,
+and each of those runs fused with the RMSNorm before it (`RMSNorm.linear`).
 Family differences come from the config: Qwen2 has biases on q/k/v, `attention_bias` /
 `mlp_bias` add the others, `tie_word_embeddings` shares the embedding with the head, and a
 Mistral sliding window caps the served context (see loader.max_positions). Under tensor
