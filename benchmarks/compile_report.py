@@ -18,7 +18,7 @@ compiler, down to ptxas, for GPU targets without needing a GPU:
 3. It writes compile.json and compile.md (one table per target) to --out, and exits 1 if a
    configuration fails to compile, needs more shared memory than the target has, or spills
    registers on the decode path (the kernels a decode step runs: attention, KV store,
-   rotary, norms, activations, sampling).
+   rotary, norms, the fused norm + projection, activations, sampling).
 
 The launchers must therefore decide everything from shapes, dtypes and `kernels._launch`
 (never from tensor values), which is what keeps them free of host syncs anyway. Binding the
@@ -45,7 +45,7 @@ import triton  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 import kernels  # noqa: E402
-from kernels import _launch  # noqa: E402
+from kernels import _launch, norm_linear  # noqa: E402
 
 from .kernel_cases import MODELS, ModelShape  # noqa: E402
 from .machine import results_folder  # noqa: E402
@@ -105,6 +105,21 @@ def _caches(m: ModelShape, dtype, num_blocks=1024):
     return _meta(*shape, dtype=dtype), _meta(*shape, dtype=dtype)
 
 
+def _norm_linear_calls(m: ModelShape, dtype, tokens):
+    """The Llama layer's two norm + projection launches over `tokens` rows: input norm + qkv
+    (the first layer has no residual; the qkv bias goes to rotary_store_kv) and
+    post-attention norm + gate/up (biased when a config sets mlp_bias)."""
+    x = _meta(tokens, m.hidden, dtype=dtype)
+    norm_weight = _meta(m.hidden, dtype=dtype)
+    qkv = _meta((m.num_q_heads + 2 * m.num_kv_heads) * m.head_dim, m.hidden, dtype=dtype)
+    gate_up = _meta(2 * m.intermediate, m.hidden, dtype=dtype)
+    gate_up_bias = _meta(2 * m.intermediate, dtype=dtype)
+    return [(kernels.rms_norm_linear, (x, norm_weight, EPS, qkv)),
+            (kernels.rms_norm_linear, (x, norm_weight, EPS, qkv, None, x)),
+            (kernels.rms_norm_linear, (x, norm_weight, EPS, gate_up, None, x)),
+            (kernels.rms_norm_linear, (x, norm_weight, EPS, gate_up, gate_up_bias, x))]
+
+
 def _layer_calls(m: ModelShape, dtype, tokens, num_seqs, decode):
     """The kernel calls of one layer step of `m` over `tokens` new tokens of `num_seqs` sequences."""
     int32 = torch.int32
@@ -116,7 +131,8 @@ def _layer_calls(m: ModelShape, dtype, tokens, num_seqs, decode):
     slots = _meta(tokens, dtype=int32)
     calls = []
     if m.family in ("llama", "eurobert"):
-        calls += [(kernels.rms_norm, (x, weight, EPS)), (kernels.rms_norm, (x, weight, EPS, x))]
+        calls += _norm_linear_calls(m, dtype, tokens)
+        calls.append((kernels.rms_norm, (x, weight, EPS, x)))  # the model's final norm
         cos = sin = _meta(MAX_MODEL_LEN, m.head_dim // 2, dtype=torch.float32)
         positions = _meta(tokens, dtype=torch.int64)
         if m.family == "eurobert":  # rotation only: an encoder has no cache
@@ -166,6 +182,8 @@ def model_steps(m: ModelShape, dtype):
     if m.family not in ENCODERS:
         for batch in DECODE_BATCHES:
             steps.append(("decode", _layer_calls(m, dtype, batch, batch, decode=True) + _sampling_calls(m, batch)))
+        if m.family == "llama":  # the fused norm + projection picks its tiles by batch: every bucket
+            steps += [("decode", _norm_linear_calls(m, dtype, rows)) for rows in norm_linear.ROW_BUCKETS]
     for tokens, num_seqs in ((512, 16), (4096, 2)):
         steps.append(("prefill", _layer_calls(m, dtype, tokens, num_seqs, decode=False)))
     if m.family in ENCODERS:

@@ -19,13 +19,14 @@ import kernels  # noqa: F401  (selects Triton's interpreter on CPU before triton
 
 from .ceilings import measure_ceilings
 from .machine import machine_name, results_folder
-from .gpu_checks import decode_attention, elementwise, prefill_attention, sampling
+from .gpu_checks import decode_attention, elementwise, norm_linear, prefill_attention, sampling
 from .timing import median_seconds
 
 FAMILIES = {
     "decode_attention": decode_attention,
     "prefill_attention": prefill_attention,
     "elementwise": elementwise,
+    "norm_linear": norm_linear,
     "sampling": sampling,
 }
 

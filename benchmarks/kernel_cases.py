@@ -189,6 +189,16 @@ NORM = Cases(
     gpu=[(16384, 4096), (64, 4096)],
 )
 
+# (rows M, in features K, out features N) of rms_norm_linear: M = 1, 5, 33 (two 32-row tiles),
+# K one partial K step and two (the last partial), N not a multiple of the column tile. On
+# GPUs: a Qwen2-1.5B layer's qkv (N 2048) and gate/up (N 17920) projections at decode batches,
+# and at a 1024-token prefill chunk (the GPU check forces the fused kernel there).
+NORM_LINEAR = Cases(
+    cpu=[(1, 64, 48), (5, 100, 72), (33, 200, 40)],
+    quick=[(4, 96, 80), (300, 32, 24)],
+    gpu=[(rows, 1536, n_out) for n_out in (2048, 2 * 8960) for rows in (1, 16, 64, 256, 1024)],
+)
+
 # Activation inputs [..., 2I] (silu_and_mul) and [..., N] (gelu): more than one block per row too.
 ACTIVATION = Cases(
     cpu=[(1, 128), (7, 160), (3, 5, 200), (2, 4864)],

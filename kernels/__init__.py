@@ -17,6 +17,7 @@ if not torch.cuda.is_available():
 from .activations import gelu, silu_and_mul  # noqa: E402
 from .confidence import confidence_argmax  # noqa: E402
 from .decode_attention import decode_attention  # noqa: E402
+from .norm_linear import rms_norm_linear  # noqa: E402
 from .norms import layer_norm, rms_norm  # noqa: E402
 from .prefill_attention import paged_prefill_attention, prefill_attention  # noqa: E402
 from .rotary import rotary_embedding, rotary_store_kv  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "prefill_attention",
     "paged_prefill_attention",
     "rms_norm",
+    "rms_norm_linear",
     "layer_norm",
     "rotary_embedding",
     "rotary_store_kv",

@@ -142,12 +142,12 @@ def check_scale(scale):
         raise ValueError(f"scale must be a positive number, got {scale!r}")
 
 
-def check_norm(x, weight, bias, eps, residual):
+def check_norm(x, weight, bias, eps, residual, weight_name="weight"):
     check_tensor("x", x, dtypes=FLOAT_DTYPES)
     if x.dim() < 1:
         raise ValueError("x must have at least one dimension (the normalized one)")
-    check_tensor("weight", weight, ndim=1, dtypes=FLOAT_DTYPES, device=x.device)
-    check_dim("weight", weight, 0, x.shape[-1], "hidden size")
+    check_tensor(weight_name, weight, ndim=1, dtypes=FLOAT_DTYPES, device=x.device)
+    check_dim(weight_name, weight, 0, x.shape[-1], "hidden size")
     if bias is not None:
         check_tensor("bias", bias, ndim=1, dtypes=FLOAT_DTYPES, device=x.device)
         check_dim("bias", bias, 0, x.shape[-1], "hidden size")
@@ -168,6 +168,20 @@ def check_rms_norm(x, weight, eps, residual=None):
 
 def check_layer_norm(x, weight, bias, eps, residual=None):
     check_norm(x, weight, bias, eps, residual)
+
+
+def check_rms_norm_linear(x, norm_weight, eps, weight, bias=None, residual=None):
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    check_norm(x, norm_weight, None, eps, residual, weight_name="norm_weight")
+    check_tensor("weight", weight, ndim=2, device=x.device)
+    check_same_dtype("weight", weight, "x", x)
+    check_dim("weight", weight, 1, x.shape[1], "input features, x's last")
+    if weight.shape[0] < 1:
+        raise ValueError("weight must have at least one row (output feature), got shape (0, ...)")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1, device=x.device)
+        check_same_dtype("bias", bias, "x", x)
+        check_dim("bias", bias, 0, weight.shape[0], "output features, weight's first")
 
 
 def check_rotary(q, k, positions, cos_cache, sin_cache):

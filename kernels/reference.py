@@ -137,6 +137,23 @@ def rms_norm(x, weight, eps, residual=None):
     return y if residual is None else (y, h)
 
 
+def linear_after(normed, weight, bias):
+    """F.linear applied to the output of an rms_norm call: y, or (y, h) keeping h."""
+    if isinstance(normed, tuple):
+        return F.linear(normed[0], weight, bias), normed[1]
+    return F.linear(normed, weight, bias)
+
+
+@_checks.checked(_checks.check_rms_norm_linear)
+def rms_norm_linear(x, norm_weight, eps, weight, bias=None, residual=None):
+    """The pre-norm projection unfused: y = F.linear(rms_norm(h), weight, bias), h = x (+ residual).
+
+    x [M, K], norm_weight [K], weight [N, K], bias [N] or None; the norm's output is rounded
+    to x's dtype before the matmul. Returns y [M, N], or (y, h) with a residual.
+    """
+    return linear_after(rms_norm.unchecked(x, norm_weight, eps, residual), weight, bias)
+
+
 @_checks.checked(_checks.check_layer_norm)
 def layer_norm(x, weight, bias, eps, residual=None):
     """y = (x - mean) / sqrt(var + eps) * weight + bias; with a residual, returns (y, h)."""

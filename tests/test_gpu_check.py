@@ -10,7 +10,7 @@ def test_gpu_check_quick_runs_every_family(tmp_path):
     report = json.loads((tmp_path / "kernels.json").read_text())
     kernels = {row["kernel"] for row in report["rows"]}
     assert {"decode_attention", "store_kv", "prefill_attention", "paged_prefill_attention", "rms_norm",
-            "layer_norm", "rotary_embedding", "rotary_store_kv", "silu_and_mul", "confidence_argmax"} <= kernels
+            "layer_norm", "rotary_embedding", "rotary_store_kv", "silu_and_mul", "confidence_argmax", "rms_norm_linear"} <= kernels
     assert {f"decode_attention stages={s}" for s in (3, 4, 5)} <= kernels  # the num_stages sweep
     assert any(k.startswith("sample") for k in kernels) and any(k.startswith("gelu") for k in kernels)
     for row in report["rows"]:

@@ -1,4 +1,5 @@
-"""pytest-benchmark: the norm, rotary and activation kernels against their torch references.
+"""pytest-benchmark: the norm, fused norm + projection, rotary and activation kernels against
+their torch references.
 
     .venv/bin/pytest benchmarks/microbench/test_elementwise.py --benchmark-only
 
@@ -8,7 +9,7 @@ prefill and decode sizes on CUDA.
 import pytest
 import torch
 
-from benchmarks.kernel_cases import ACTIVATION, NORM, ROTARY
+from benchmarks.kernel_cases import ACTIVATION, NORM, NORM_LINEAR, ROTARY
 from benchmarks.microbench.kernel_suite import DEVICE, DTYPE, IMPLEMENTATIONS as IMPLS, synced
 
 BLOCK_SIZE = 16
@@ -25,6 +26,17 @@ def test_rms_norm(benchmark, impl, shape):
     x, residual, weight = _randn(*shape), _randn(*shape), _randn(shape[-1])
     y, h = benchmark(synced(IMPLS[impl].rms_norm, x, weight, 1e-6, residual))
     assert y.shape == h.shape == x.shape
+
+
+@pytest.mark.benchmark(group="rms_norm_linear+residual")
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", NORM_LINEAR.for_device(DEVICE), ids=str)
+def test_rms_norm_linear(benchmark, impl, case):
+    rows, n_in, n_out = case
+    x, residual, norm_weight = _randn(rows, n_in), _randn(rows, n_in), _randn(n_in)
+    weight = _randn(n_out, n_in) / n_in**0.5
+    y, h = benchmark(synced(IMPLS[impl].rms_norm_linear, x, norm_weight, 1e-6, weight, None, residual))
+    assert y.shape == (rows, n_out) and h.shape == x.shape
 
 
 @pytest.mark.benchmark(group="layer_norm")

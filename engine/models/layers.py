@@ -7,7 +7,9 @@ tensor_parallel_size 1), and maps its checkpoint names in `load_weights`.
 
 Norms fuse the residual add: with a residual, `norm(x, residual)` returns
 (normalized(x + residual), x + residual), so a pre-norm block carries its residual stream
-through the next norm without a separate add.
+through the next norm without a separate add. `RMSNorm.linear` goes one step further and
+fuses the norm into the projection that reads it (`ops.rms_norm_linear`: one GEMM launch
+on the triton backend, rms_norm then F.linear on the torch one).
 """
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,13 @@ class RMSNorm(nn.Module):
 
     def forward(self, x, residual=None):
         return self.ops.rms_norm(x, self.weight, self.eps, residual)
+
+    def linear(self, x, weight, bias=None, residual=None):
+        """F.linear(self(x, residual), weight, bias) as one op, for x [T, hidden] and the
+        following projection's weight [N, hidden] (this rank's columns under tensor
+        parallelism: the input is replicated, so the fusion holds per rank). Returns y, or
+        (y, x + residual) with a residual."""
+        return self.ops.rms_norm_linear(x, self.weight, self.eps, weight, bias, residual)
 
 
 class LayerNorm(nn.Module):
@@ -83,7 +92,8 @@ class MLP(nn.Module):
 
 class GatedMLP(nn.Module):
     """down(silu(gate(x)) * up(x)) with gate and up fused in one matmul (SwiGLU); each rank
-    holds its slice of gate and of up, side by side."""
+    holds its slice of gate and of up, side by side. The caller runs `gate_up_proj` (fused
+    with the norm before it, `RMSNorm.linear`) and passes its output to `forward`."""
 
     def __init__(self, ops, hidden: int, inner: int, bias: bool = False, tp: TensorParallel = SINGLE):
         super().__init__()
@@ -91,8 +101,9 @@ class GatedMLP(nn.Module):
         self.gate_up_proj = ColumnParallelLinear(hidden, (inner, inner), bias, tp, what="MLP features")
         self.down_proj = RowParallelLinear(inner, hidden, bias, tp, what="MLP features")
 
-    def forward(self, x):
-        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+    def forward(self, gate_up):
+        """gate_up [T, 2 * inner] = gate_up_proj(x) -> [T, hidden]."""
+        return self.down_proj(self.ops.silu_and_mul(gate_up))
 
 
 class RotaryTables:

@@ -1,14 +1,14 @@
 """The Llama family (Llama 2/3, Qwen2, Mistral) on the engine's kernels.
 
 Pre-norm decoder blocks with RMSNorm, rotary positions (rope scaling folded into the tables),
-grouped-query attention and a SwiGLU MLP. q/k/v and gate/up are fused into one matmul each.
+grouped-query attention and a SwiGLU MLP. q/k/v and gate/up are fused into one matmul each,
+and each of those runs fused with the RMSNorm before it (`RMSNorm.linear`).
 Family differences come from the config: Qwen2 has biases on q/k/v, `attention_bias` /
 `mlp_bias` add the others, `tie_word_embeddings` shares the embedding with the head, and a
 Mistral sliding window caps the served context (see loader.max_positions). Under tensor
 parallelism (`tp`) each rank holds its query heads with their key/value heads, its slice of
 the MLP and its vocabulary rows.
 """
-import torch.nn.functional as F
 from torch import nn
 
 from engine.attention import AttentionMetadata, PagedAttention, Rope
@@ -40,13 +40,15 @@ class LlamaAttention(nn.Module):
         self.o_proj = RowParallelLinear(num_heads * self.head_dim, config.hidden_size, attention_bias, tp)
         self.attn = PagedAttention(ops.attention, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
 
-    def forward(self, x, positions, meta):
-        # the bias goes in with the rotation and the cache store (one kernel on GPUs)
-        q, k, v = F.linear(x, self.qkv_proj.weight).split(self.split_sizes, dim=-1)
+    def forward(self, qkv, positions, meta):
+        """qkv [T, (Hq + 2 Hkv) D]: the qkv projection without its bias (the decoder layer runs
+        it fused with the input norm); the bias goes in with the rotation and the cache store
+        (one kernel on GPUs)."""
+        q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        rope = Rope(positions, *self.rotary.get(x.device), self.qkv_proj.bias)
+        rope = Rope(positions, *self.rotary.get(qkv.device), self.qkv_proj.bias)
         return self.o_proj(self.attn(q, k, v, meta, rope).flatten(1))
 
 
@@ -61,13 +63,20 @@ class LlamaDecoderLayer(nn.Module):
 
     def forward(self, hidden, residual, positions, meta):
         """hidden: the previous layer's output; residual: the stream before it (None at the
-        first layer). Returns this layer's (output, residual stream)."""
+        first layer). Returns this layer's (output, residual stream).
+
+        Each norm runs fused with the projection that reads it (`RMSNorm.linear`), so a
+        decode step's non-GEMM launches are the attention's (rotary_store_kv, then the
+        attention kernel) and silu_and_mul."""
+        qkv_proj, gate_up_proj = self.self_attn.qkv_proj, self.mlp.gate_up_proj
         if residual is None:
-            x, residual = self.input_layernorm(hidden), hidden
+            qkv, residual = self.input_layernorm.linear(hidden, qkv_proj.weight), hidden
         else:
-            x, residual = self.input_layernorm(hidden, residual)
-        x, residual = self.post_attention_layernorm(self.self_attn(x, positions, meta), residual)
-        return self.mlp(x), residual
+            qkv, residual = self.input_layernorm.linear(hidden, qkv_proj.weight, residual=residual)
+        attended = self.self_attn(qkv, positions, meta)
+        gate_up, residual = self.post_attention_layernorm.linear(attended, gate_up_proj.weight, gate_up_proj.bias,
+                                                                 residual)
+        return self.mlp(gate_up), residual
 
 
 class LlamaForCausalLM(nn.Module):
