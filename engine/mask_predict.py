@@ -333,8 +333,9 @@ class MaskPredictExecutor:
         if inputs.head_rows.numel():  # else every row's block is waiting for passes to run out
             with ranged("forward"):
                 meta = AttentionMetadata("encoder", inputs.cu_seqlens)
-                hidden = self.model(inputs.input_ids, inputs.positions, meta)
-                logits = self.model.compute_logits(hidden.index_select(0, inputs.head_rows))
+                # the last layer's MLP runs at the head's rows only
+                hidden = self.model(inputs.input_ids, inputs.positions, meta, inputs.head_rows)
+                logits = self.model.compute_logits(hidden)
                 for start, end in self.banned_ranges:  # a fresh tensor: a few columns, in place
                     logits[:, start:end] = float("-inf")
             with ranged("predict"):

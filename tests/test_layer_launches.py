@@ -34,9 +34,9 @@ def _record_decode_layers(monkeypatch, model, launches):
     """Per decoder layer, the kernel names it launched in each decode step."""
     per_layer = [[] for _ in model.layers]
     for index, layer in enumerate(model.layers):
-        def forward(hidden, residual, positions, meta, layer_forward=layer.forward, steps=per_layer[index]):
+        def forward(hidden, residual, positions, meta, rows=None, layer_forward=layer.forward, steps=per_layer[index]):
             start = len(launches)
-            out = layer_forward(hidden, residual, positions, meta)
+            out = layer_forward(hidden, residual, positions, meta, rows)
             if meta.mode == "decode":
                 steps.append(launches[start:])
             return out

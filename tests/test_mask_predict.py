@@ -369,10 +369,10 @@ POISON = 77  # a prompt token that makes the encoder raise for the pass it is in
 def poison_forward(ex, monkeypatch):
     forward = ex.model.forward
 
-    def forward_unless_poisoned(input_ids, positions, meta):
+    def forward_unless_poisoned(input_ids, positions, meta, rows=None):
         if bool((input_ids == POISON).any()):
             raise RuntimeError("poisoned input")
-        return forward(input_ids, positions, meta)
+        return forward(input_ids, positions, meta, rows)
 
     monkeypatch.setattr(ex.model, "forward", forward_unless_poisoned)
 
@@ -452,9 +452,9 @@ def test_rows_with_nothing_masked_skip_the_encoder(checkpoint, monkeypatch):
     ex = executor(checkpoint)
     forward, sequences_per_pass = ex.model.forward, []
 
-    def counting_forward(input_ids, positions, meta):
+    def counting_forward(input_ids, positions, meta, rows=None):
         sequences_per_pass.append(len(meta.cu_seqlens_q) - 1)
-        return forward(input_ids, positions, meta)
+        return forward(input_ids, positions, meta, rows)
 
     monkeypatch.setattr(ex.model, "forward", counting_forward)
     requests = [("a", PROMPTS[0], MaskPredictParams(length=2, iterations=6)),  # n(t) = 1, 1, 1, 0, 0, 0

@@ -36,11 +36,13 @@ class TensorParallelModel(nn.Module):
     def attention_layers(self):
         return self.local.attention_layers()
 
-    def forward(self, input_ids, positions, meta):
-        """Every rank runs the step; rank 0's final hidden states [T, hidden] (replicated)."""
+    def forward(self, input_ids, positions, meta, rows=None):
+        """Every rank runs the step; rank 0's final hidden states [T, hidden] (replicated), or
+        their rows `rows`: every rank computes all of them (the all-reduces need equal shapes)."""
         with self.workers.step():
             self.workers.send(*messages.pack_step(messages.FORWARD, input_ids, positions, meta))
-            return self.local(input_ids, positions, meta)
+            hidden = self.local(input_ids, positions, meta)
+        return hidden if rows is None else hidden.index_select(0, rows)
 
     def compute_logits(self, hidden):
         """The hidden rows go to the workers; each rank computes its vocabulary slice and

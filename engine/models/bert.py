@@ -104,10 +104,14 @@ class EncoderLayer(nn.Module):
         self.ffn = MLP(ops, hidden, intermediate, activation, tp=tp)
         self.ffn_norm = LayerNorm(ops, hidden, eps)
 
-    def forward(self, h, meta):
+    def forward(self, h, meta, rows=None):
+        """[T, H] -> [T, H], or [R, H] at `rows` only (all after the attention is row by row)."""
         # strided views of the fused projection: both backends take any row stride
         q, k, v = self.qkv(h).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
-        a, _ = self.attn_norm(self.attn_out(self.attn(q, k, v, meta).flatten(1)), h)
+        attended = self.attn(q, k, v, meta).flatten(1)
+        if rows is not None:
+            attended, h = attended.index_select(0, rows), h.index_select(0, rows)
+        a, _ = self.attn_norm(self.attn_out(attended), h)
         out, _ = self.ffn_norm(self.ffn(a), a)
         return out
 
@@ -144,8 +148,8 @@ class BertForMaskedLM(nn.Module):
         self.head_norm = LayerNorm(ops, hidden, eps)
         self.decoder = ParallelLMHead(hidden, self.vocab_size, True, tp)
 
-    def forward(self, input_ids, positions, meta: AttentionMetadata):
-        """Packed sequences -> final hidden states [T, H].
+    def forward(self, input_ids, positions, meta: AttentionMetadata, rows=None):
+        """Packed sequences -> final hidden states [T, H], or [R, H] at `rows` only.
 
         input_ids/positions [T] (positions count from 0 in each sequence; the family's offset
         is added here); meta is an "encoder" AttentionMetadata bounding each sequence.
@@ -154,8 +158,9 @@ class BertForMaskedLM(nn.Module):
         if self.token_type is not None:
             pos = pos + self.token_type.weight[0]  # every token is segment 0
         h, _ = self.embed_norm(self.word(input_ids), pos)
-        for layer in self.layers:
-            h = layer(h, meta)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            h = layer(h, meta, rows if index == last else None)
         return h
 
     def compute_logits(self, hidden):

@@ -46,14 +46,18 @@ class GPT2Block(nn.Module):
         self.ln_2 = LayerNorm(ops, hidden, eps)
         self.mlp = MLP(ops, hidden, config.n_inner or 4 * hidden, config.activation_function, tp=tp)
 
-    def forward(self, hidden, residual, meta):
+    def forward(self, hidden, residual, meta, rows=None):
         """hidden: the previous block's output; residual: the stream before it (None at the
-        first block). Returns this block's (output, residual stream)."""
+        first block). Returns this block's (output, residual stream), at `rows` only when
+        given (everything after the attention is row by row)."""
         if residual is None:
             x, residual = self.ln_1(hidden), hidden
         else:
             x, residual = self.ln_1(hidden, residual)
-        x, residual = self.ln_2(self.attn(x, meta), residual)
+        attended = self.attn(x, meta)
+        if rows is not None:
+            attended, residual = attended.index_select(0, rows), residual.index_select(0, rows)
+        x, residual = self.ln_2(attended, residual)
         return self.mlp(x), residual
 
 
@@ -77,12 +81,14 @@ class GPT2ForCausalLM(nn.Module):
     def attention_layers(self):
         return [block.attn.attn for block in self.blocks]
 
-    def forward(self, input_ids, positions, meta: AttentionMetadata):
-        """Flat tokens input_ids/positions [T] -> final hidden states [T, n_embd]."""
+    def forward(self, input_ids, positions, meta: AttentionMetadata, rows=None):
+        """Flat tokens input_ids/positions [T] -> final hidden states [T, n_embd], or at
+        `rows` only (the CausalLM protocol)."""
         hidden = self.wte(input_ids) + F.embedding(positions, self.wpe.weight)
         residual = None
-        for block in self.blocks:
-            hidden, residual = block(hidden, residual, meta)
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            hidden, residual = block(hidden, residual, meta, rows if index == last else None)
         out, _ = self.ln_f(hidden, residual)
         return out
 

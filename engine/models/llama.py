@@ -61,9 +61,10 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(ops, hidden, eps)
         self.mlp = GatedMLP(ops, hidden, config.intermediate_size, bias=getattr(config, "mlp_bias", False), tp=tp)
 
-    def forward(self, hidden, residual, positions, meta):
+    def forward(self, hidden, residual, positions, meta, rows=None):
         """hidden: the previous layer's output; residual: the stream before it (None at the
-        first layer). Returns this layer's (output, residual stream).
+        first layer). Returns this layer's (output, residual stream), at `rows` only when
+        given (everything after the attention is row by row).
 
         Each norm runs fused with the projection that reads it (`RMSNorm.linear`), so a
         decode step's non-GEMM launches are the attention's (rotary_store_kv, then the
@@ -74,6 +75,8 @@ class LlamaDecoderLayer(nn.Module):
         else:
             qkv, residual = self.input_layernorm.linear(hidden, qkv_proj.weight, residual=residual)
         attended = self.self_attn(qkv, positions, meta)
+        if rows is not None:
+            attended, residual = attended.index_select(0, rows), residual.index_select(0, rows)
         gate_up, residual = self.post_attention_layernorm.linear(attended, gate_up_proj.weight, gate_up_proj.bias,
                                                                  residual)
         return self.mlp(gate_up), residual
@@ -102,12 +105,14 @@ class LlamaForCausalLM(nn.Module):
     def attention_layers(self):
         return [layer.self_attn.attn for layer in self.layers]
 
-    def forward(self, input_ids, positions, meta: AttentionMetadata):
-        """Flat tokens input_ids/positions [T] -> final hidden states [T, hidden_size]."""
+    def forward(self, input_ids, positions, meta: AttentionMetadata, rows=None):
+        """Flat tokens input_ids/positions [T] -> final hidden states [T, hidden_size], or at
+        `rows` only (the CausalLM protocol)."""
         hidden = self.embed_tokens(input_ids)
         residual = None
-        for layer in self.layers:
-            hidden, residual = layer(hidden, residual, positions, meta)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            hidden, residual = layer(hidden, residual, positions, meta, rows if index == last else None)
         out, _ = self.norm(hidden, residual)
         return out
 

@@ -32,8 +32,12 @@ class CausalLM(Protocol):
     def attention_layers(self) -> list[PagedAttention]:
         """The layers whose k_cache/v_cache the runner binds, in layer order."""
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Flat step tokens input_ids/positions [T] -> final hidden states [T, hidden]."""
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Flat step tokens input_ids/positions [T] -> final hidden states [T, hidden], or
+        [R, hidden] at the packed rows `rows` (int [R]) only. The last layer still attends
+        from every row (later rows' keys need them) but runs what follows its attention, and
+        the final norm, at `rows` only: the executors read logits at a few rows."""
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [N, hidden] of the rows that sample -> logits [N, vocab_size] in the
@@ -51,8 +55,10 @@ class MaskedLM(Protocol):
     vocab_size: int
     max_positions: int  # tokens one packed sequence may hold
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Packed sequences (meta.mode "encoder"; positions restart at 0 in each) -> [T, hidden]."""
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Packed sequences (meta.mode "encoder"; positions restart at 0 in each) -> [T, hidden],
+        or [R, hidden] at `rows` only, as CausalLM.forward."""
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The MLM head on the rows asked for, [N, hidden] -> logits [N, vocab_size] (model dtype)."""
