@@ -38,7 +38,6 @@ from engine.scheduler import ScheduledBatch
 class _InFlight:
     """A launched step whose sampled tokens the host has not read yet."""
 
-    batch: ScheduledBatch
     sampling: list[Request]  # the requests that sample, in the order of `tokens`
     tokens: torch.Tensor  # int64 [len(sampling)] on the device
     host_tokens: torch.Tensor  # their copy in (pinned) host memory, complete after `ready`
@@ -85,7 +84,7 @@ class AsyncAutoregressiveExecutor(AutoregressiveExecutor):
         sampling = batch.sampling
         if not sampling:
             empty = torch.empty(0, dtype=torch.int64)
-            return _InFlight(batch, [], empty, empty, None, None)
+            return _InFlight([], empty, empty, None, None)
         with ranged("sample"):
             tokens = self.sampler.sample_on_device(logits, greedy, sampling)
         wants_logprobs = any(req.logprobs is not None for req in sampling)
@@ -97,7 +96,7 @@ class AsyncAutoregressiveExecutor(AutoregressiveExecutor):
         else:
             host, ready = tokens, None
         # CUDA-graph outputs are static buffers that the next replay overwrites: keep a copy
-        return _InFlight(batch, sampling, tokens, host, ready, logits.clone() if wants_logprobs else None)
+        return _InFlight(sampling, tokens, host, ready, logits.clone() if wants_logprobs else None)
 
     def _complete(self, step: _InFlight | None) -> list:
         """Wait for `step`'s tokens and process them: the outputs of its live requests."""

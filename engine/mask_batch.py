@@ -159,10 +159,12 @@ class SequenceBatch:
             tables[name] = padded
         slots = np.arange(tables["drops"].shape[1])[None, :]
         masked = slots < tables["length"][:, None]
-        zeros = np.zeros(len(rows), dtype=np.int64)
+        def zeros(dtype=np.int64):  # a buffer of its own for each field (from_numpy shares memory)
+            return np.zeros(len(rows), dtype=dtype)
+
         tables.update(tokens=np.where(masked, mask_id, 0), confidence=np.zeros(masked.shape, dtype=np.float32),
                       masked=masked, in_block=slots < tables["block_end"][:, None], previous=np.zeros_like(masked, np.int64),
-                      has_previous=zeros.astype(bool), block=zeros, block_pass=zeros, passes_run=zeros)
+                      has_previous=zeros(bool), block=zeros(), block_pass=zeros(), passes_run=zeros())
         return SequenceBatch.of(**{name: torch.from_numpy(np.ascontiguousarray(a)).to(device)
                                    for name, a in tables.items()})
 
