@@ -282,12 +282,16 @@ class MaskPredictExecutor:
             tokens, count = tokens + need, count + len(request.sequences)
         if not joined:
             return
+        # by frame length: sequences of one length are then consecutive rows, which the CPU
+        # attention runs as one unpadded call per length (engine/attention/torch_backend.py)
+        sequences = sorted((seq for r in joined for seq in r.sequences),
+                           key=lambda seq: len(seq.request.prompt_token_ids) + seq.length)
         new = SequenceBatch.build(
-            [(r.prompt_token_ids, seq.length, r.params, r.seed, len(r.sequences) > 1)
-             for r in joined for seq in r.sequences], self.template, self.device)
+            [(seq.request.prompt_token_ids, seq.length, seq.request.params, seq.request.seed,
+              len(seq.request.sequences) > 1) for seq in sequences], self.template, self.device)
         self.batch = new if self.batch is None else self.batch.extend(new)
+        self.rows += sequences
         for request in joined:
-            self.rows += request.sequences
             for _ in request.sequences:
                 self.features.update(request.features)
         self.live_tokens = tokens

@@ -1,4 +1,5 @@
-"""The CPU attention backend's rotation against the kernel reference, bit for bit.
+"""The CPU attention backend against the kernel reference: its rotation bit for bit, its
+own-keys attention (grouped by length, padded, or neither) to fp rounding.
 
 The backend gathers each step's cos/sin once and reuses them in every layer, with the sign
 of rotate-half folded into sin; the result must be the reference's exactly (x1 cos - x2 sin
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from engine.attention import AttentionMetadata, Rope
-from engine.attention.torch_backend import _rotated, make_plan
+from engine.attention.torch_backend import MAX_LENGTH_GROUPS, TorchAttention, _rotated, make_plan
 from kernels import reference
 
 
@@ -46,3 +47,47 @@ def test_other_tables_are_gathered_anew():
         got = _rotated(q, k, v, Rope(positions, cos, sin), plan)
         want = reference.rotary_store_kv(q, k, v, positions, cos, sin, None, None, None)
         assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def _packed(lengths, q_heads=4, kv_heads=2, head_dim=16, dtype=torch.float32):
+    total = sum(lengths)
+    q, k, v = (torch.randn(total, h, head_dim).to(dtype) for h in (q_heads, kv_heads, kv_heads))
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    return q, k, v, cu
+
+
+@pytest.mark.parametrize("mode", ["encoder", "prefill"])
+@pytest.mark.parametrize("lengths, grouped", [
+    ([3, 3, 5, 5, 5, 9], True),  # consecutive lengths: slices of the packed rows
+    ([5, 3, 9, 3, 5, 5], True),  # interleaved lengths: gathered rows
+    ([4], False),
+    ([6, 6, 6], False),  # equal lengths need neither groups nor padding
+    (list(range(1, 2 + MAX_LENGTH_GROUPS)), False),  # too many lengths: one padded, masked call
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_own_keys_attention_equals_the_reference(mode, lengths, grouped, dtype):
+    """Grouping sequences by length (one unpadded call per length) or padding them gives the
+    reference's varlen attention, every row in its place."""
+    torch.manual_seed(2)
+    q, k, v, cu = _packed(lengths, dtype=dtype)
+    meta = AttentionMetadata(mode, cu)
+    backend = TorchAttention()
+    got = backend.encoder(q, k, v, 0.25, meta) if mode == "encoder" else backend.paged(q, k, v, None, None, 0.25, meta)
+    assert (meta.plan.groups is not None) == grouped
+    want = reference.prefill_attention(q, k, v, cu, 0.25, causal=mode == "prefill")
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want.float(), **tol)
+
+
+def test_a_group_is_each_sequence_attended_alone():
+    """Grouped, a sequence's rows are exactly SDPA over that sequence alone (what an HF model
+    computes for an unpadded batch), however the lengths interleave."""
+    torch.manual_seed(3)
+    lengths = [5, 3, 5, 3, 3]
+    q, k, v, cu = _packed(lengths, q_heads=2, kv_heads=2)
+    got = TorchAttention().encoder(q, k, v, 0.5, AttentionMetadata("encoder", cu))
+    for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        alone = torch.nn.functional.scaled_dot_product_attention(
+            *(x[start:end].transpose(0, 1)[None] for x in (q, k, v)), scale=0.5)[0].transpose(0, 1)
+        assert torch.equal(got[start:end], alone)

@@ -13,6 +13,10 @@ the first layer derives a `_Plan` from the step's metadata and every later layer
             [B * Lk] (slots past a sequence's context repeat its first slot).
   mask      None when no position needs hiding (equal lengths: SDPA's own causal mask for
             prefill, none for the encoder or decode), else a boolean [B, 1, Lq, Lk].
+  groups    "prefill"/"encoder" with a few distinct lengths (at most MAX_LENGTH_GROUPS): one
+            SDPA call per length over its sequences, without padding or mask (a padded,
+            masked call costs more on CPU: the padding's work and a slower masked kernel).
+            Consecutive sequences of one length are a slice of the packed rows, no gather.
 Rows are moved through 2-D [rows, heads * head_dim] views: an embedding lookup gathers them
 and index_put_ scatters them, both several times faster on CPU than indexing the 3-D
 tensors. The engine never gives this backend the padding slot -1 (CUDA graphs run the
@@ -23,6 +27,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+MAX_LENGTH_GROUPS = 8  # more distinct lengths: one padded, masked call (fewer launches)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The sequences of one length in own-keys attention."""
+
+    batch: int
+    length: int
+    rows: slice | torch.Tensor  # their packed rows: a slice when consecutive, else a long index
 
 
 @dataclass
@@ -37,6 +53,7 @@ class _Plan:
     is_causal: bool
     store: torch.Tensor | None  # long [T]: cache slot of each new token
     rotation: tuple | None = None  # (cos table, cos, signed sin) of the step's positions: _rotation
+    groups: list | None = None  # [_Group] instead of padding, when lengths differ (own keys only)
 
 
 def _host(t: torch.Tensor) -> np.ndarray:
@@ -52,6 +69,22 @@ def _padding(cu, lens, q_len):
     pos = np.arange(q_len)[None, :]
     q_pad = np.where(pos < lens[:, None], cu[:-1, None] + pos, cu[:-1, None]).ravel()
     return q_pad, q_unpad
+
+
+def _length_groups(cu, lens, device):
+    """[_Group] per distinct nonzero length, or None when there are more than MAX_LENGTH_GROUPS."""
+    values = np.unique(lens[lens > 0])
+    if len(values) > MAX_LENGTH_GROUPS:
+        return None
+    groups = []
+    for length in values.tolist():
+        seqs = np.flatnonzero(lens == length)
+        if seqs[-1] - seqs[0] + 1 == len(seqs):
+            rows = slice(int(cu[seqs[0]]), int(cu[seqs[-1] + 1]))
+        else:
+            rows = torch.from_numpy((cu[seqs][:, None] + np.arange(length)).ravel()).to(device)
+        groups.append(_Group(len(seqs), length, rows))
+    return groups
 
 
 def _paged_keys(meta, block_size):
@@ -73,13 +106,15 @@ def make_plan(meta, block_size: int | None) -> _Plan:
     lens = cu[1:] - cu[:-1]
     batch, q_len = len(lens), int(lens.max())
     equal = int(lens.min()) == q_len
-    q_pad, q_unpad = (None, None) if equal else _padding(cu, lens, q_len)
+    own_keys = meta.mode in ("prefill", "encoder")
+    groups = _length_groups(cu, lens, device) if own_keys and not equal else None
+    q_pad, q_unpad = (None, None) if equal or groups is not None else _padding(cu, lens, q_len)
     store = None if meta.slot_mapping is None else _host(meta.slot_mapping)
     q_pos = np.arange(q_len)
     k_len, k_index, mask, is_causal = q_len, q_pad, None, False
-    if meta.mode in ("prefill", "encoder"):
+    if own_keys:
         causal = meta.mode == "prefill"
-        if equal:
+        if equal or groups is not None:
             is_causal = causal
         else:
             mask = (q_pos[None, :] < lens[:, None])[:, None, None, :]
@@ -95,7 +130,7 @@ def make_plan(meta, block_size: int | None) -> _Plan:
     tensors = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
                for a in (q_pad, q_unpad, k_index, mask, store)]
     q_pad, q_unpad, k_index, mask, store = tensors
-    return _Plan(batch, q_len, q_pad, q_unpad, k_len, k_index, mask, is_causal, store)
+    return _Plan(batch, q_len, q_pad, q_unpad, k_len, k_index, mask, is_causal, store, groups=groups)
 
 
 def _rotation(plan, rope):
@@ -136,23 +171,44 @@ def _store(cache, slots, x):
     cache.view(-1, x.shape[1] * x.shape[2]).index_put_((slots,), x.reshape(x.shape[0], -1))
 
 
-def _attend(q, k, v, plan, scale):
-    """q [T, Hq, D] packed; k/v [B * k_len, Hkv, D] rows in batch order -> [T, Hq, D]."""
+def _sdpa(q, k, v, batch, q_len, k_len, mask, is_causal, scale):
+    """Rows q [batch * q_len, Hq, D], k/v [batch * k_len, Hkv, D] -> [batch * q_len, Hq, D]
+    in fp32."""
     num_q_heads, head_dim = q.shape[1:]
     num_kv_heads = k.shape[1]
+    return F.scaled_dot_product_attention(
+        q.reshape(batch, q_len, num_q_heads, head_dim).transpose(1, 2).float(),
+        k.reshape(batch, k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
+        v.reshape(batch, k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
+        attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=num_q_heads != num_kv_heads,
+    ).transpose(1, 2).reshape(batch * q_len, num_q_heads, head_dim)
+
+
+def _attend(q, k, v, plan, scale):
+    """q [T, Hq, D] packed; k/v [B * k_len, Hkv, D] rows in batch order -> [T, Hq, D]."""
+    dtype = q.dtype
     if plan.q_pad is not None:
         q = _rows(q, plan.q_pad)
-    batch = plan.batch
-    out = F.scaled_dot_product_attention(
-        q.reshape(batch, plan.q_len, num_q_heads, head_dim).transpose(1, 2).float(),
-        k.reshape(batch, plan.k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
-        v.reshape(batch, plan.k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
-        attn_mask=plan.mask, is_causal=plan.is_causal, scale=scale,
-        enable_gqa=num_q_heads != num_kv_heads,
-    ).transpose(1, 2).reshape(batch * plan.q_len, num_q_heads, head_dim)
+    out = _sdpa(q, k, v, plan.batch, plan.q_len, plan.k_len, plan.mask, plan.is_causal, scale)
     if plan.q_unpad is not None:
         out = _rows(out, plan.q_unpad)
-    return out.to(q.dtype)
+    return out.to(dtype)
+
+
+def _attend_groups(q, k, v, plan, scale):
+    """Own-keys attention of packed q [T, Hq, D], k/v [T, Hkv, D], one call per length group."""
+    out = q.new_empty(q.shape)
+    for group in plan.groups:
+        if isinstance(group.rows, slice):
+            rows = q[group.rows], k[group.rows], v[group.rows]
+        else:
+            rows = [_rows(x, group.rows) for x in (q, k, v)]
+        attended = _sdpa(*rows, group.batch, group.length, group.length, None, plan.is_causal, scale).to(q.dtype)
+        if isinstance(group.rows, slice):
+            out[group.rows] = attended
+        else:
+            out.view(out.shape[0], -1).index_copy_(0, group.rows, attended.reshape(attended.shape[0], -1))
+    return out
 
 
 class TorchAttention:
@@ -187,6 +243,8 @@ class TorchAttention:
 
     @staticmethod
     def _own_keys(q, k, v, scale, plan):
+        if plan.groups is not None:
+            return _attend_groups(q, k, v, plan, scale)
         if plan.k_index is not None:
             k, v = _rows(k, plan.k_index), _rows(v, plan.k_index)
         return _attend(q, k, v, plan, scale)
