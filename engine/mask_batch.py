@@ -32,12 +32,14 @@ from engine.mask_rules import REMASK_RULES, PassView, threshold_fill
 from engine.mask_schedule import masked_drops, split_blocks
 from engine.seeding import as_int64
 
-# the [S] tensors fixed when a sequence joins, made from one int64 and one float64 table
+# the [S] tensors of a new sequence, made from one int64 and one float64 table ([columns, S]:
+# each field is a row of its table, one upload per table; the rows do not overlap, so a
+# field written in place would not touch another)
 _INT_COLUMNS = ("frame_len", "first_slot", "length", "block_length", "passes_base", "passes_extra", "rule",
-                "seed", "top_k", "stop_early", "scored", "scheduled", "block_end", "block_passes")
-_FLOAT_COLUMNS = ("threshold", "temperature", "top_p")
-_DTYPES = {"stop_early": np.bool_, "scored": np.bool_, "scheduled": np.bool_,
-           "temperature": np.float32, "top_p": np.float32}
+                "seed", "top_k", "block_end", "block_passes", "block", "block_pass", "passes_run")
+_BOOL_COLUMNS = ("stop_early", "scored", "scheduled", "has_previous")  # stored as int64, cast in one op
+_FLOAT_COLUMNS = ("threshold",)
+_FLOAT32_COLUMNS = ("temperature", "top_p")  # stored as float64, cast in one op
 
 
 @lru_cache(maxsize=256)
@@ -51,20 +53,17 @@ def _blocks_and_schedule(length: int, block_length: int | None, iterations: int,
     return blocks[0].end, base, extra, drops
 
 
-def _new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id) -> dict:
-    """A new sequence's values (the columns above, frame and drops as lists), in its first
-    block."""
+def _new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id) -> tuple:
+    """A new sequence in its first block: (frame, drops, its int and bool columns, its float
+    columns), in the order of the tables above."""
     scheduled = p.threshold is None
     size, base, extra, drops = _blocks_and_schedule(length, p.block_length, p.iterations,
                                                     p.schedule if scheduled else None)
-    return dict(
-        frame=[cls_id, *prompt, *[mask_id] * length, sep_id], frame_len=len(prompt) + length + 2,
-        first_slot=1 + len(prompt), length=length, block_length=size, passes_base=base, passes_extra=extra,
-        drops=drops, rule=list(REMASK_RULES).index(p.remask), seed=as_int64(seed), top_k=p.top_k,
-        stop_early=p.stop_early, scored=scored, scheduled=scheduled, block_end=size,
-        block_passes=(base + (extra > 0)) if scheduled else 0,
-        threshold=float("nan") if p.threshold is None else p.threshold, temperature=p.temperature, top_p=p.top_p,
-    )
+    ints = (len(prompt) + length + 2, 1 + len(prompt), length, size, base, extra, list(REMASK_RULES).index(p.remask),
+            as_int64(seed), p.top_k, size, (base + (extra > 0)) if scheduled else 0, 0, 0, 0,
+            p.stop_early, scored, scheduled, False)
+    floats = (float("nan") if p.threshold is None else p.threshold, p.temperature, p.top_p)
+    return [cls_id, *prompt, *[mask_id] * length, sep_id], drops, ints, floats
 
 
 @lru_cache(maxsize=64)
@@ -146,27 +145,25 @@ class SequenceBatch:
         cls_id, sep_id, mask_id = template
         rows = [_new_row(prompt, length, p, seed, scored, cls_id, sep_id, mask_id)
                 for prompt, length, p, seed, scored in sequences]
-        # numpy tables, one upload per tensor: a few dozen tiny torch ops would cost more
-        tables = {}
-        for names, dtype in ((_INT_COLUMNS, np.int64), (_FLOAT_COLUMNS, np.float64)):
-            table = np.array([[r[name] for name in names] for r in rows], dtype=dtype)
-            tables.update((name, table[:, i].astype(_DTYPES.get(name, dtype))) for i, name in enumerate(names))
-        for name, width in (("frame", max(len(r["frame"]) for r in rows) + 1),  # + the scratch column
-                            ("drops", int(tables["length"].max()))):
+        frames, drops, ints, floats = zip(*rows)
+        tensors = {}
+        for table, dtype, names, cast_names, cast in ((ints, np.int64, _INT_COLUMNS, _BOOL_COLUMNS, torch.bool),
+                                                      (floats, np.float64, _FLOAT_COLUMNS, _FLOAT32_COLUMNS, torch.float32)):
+            columns = torch.from_numpy(np.array(table, dtype=dtype).T.copy()).to(device)
+            tensors.update(zip(names, columns[: len(names)].unbind(0)))
+            tensors.update(zip(cast_names, columns[len(names):].to(cast).unbind(0)))
+        # numpy, one upload each: per-row torch writes would cost more
+        for name, values, width in (("frame", frames, max(map(len, frames)) + 1),  # + the scratch column
+                                    ("drops", drops, max(map(len, drops)))):
             padded = np.zeros((len(rows), width), dtype=np.int64)
-            for i, r in enumerate(rows):
-                padded[i, : len(r[name])] = r[name]
-            tables[name] = padded
-        slots = np.arange(tables["drops"].shape[1])[None, :]
-        masked = slots < tables["length"][:, None]
-        def zeros(dtype=np.int64):  # a buffer of its own for each field (from_numpy shares memory)
-            return np.zeros(len(rows), dtype=dtype)
-
-        tables.update(tokens=np.where(masked, mask_id, 0), confidence=np.zeros(masked.shape, dtype=np.float32),
-                      masked=masked, in_block=slots < tables["block_end"][:, None], previous=np.zeros_like(masked, np.int64),
-                      has_previous=zeros(bool), block=zeros(), block_pass=zeros(), passes_run=zeros())
-        return SequenceBatch.of(**{name: torch.from_numpy(np.ascontiguousarray(a)).to(device)
-                                   for name, a in tables.items()})
+            for i, row in enumerate(values):
+                padded[i, : len(row)] = row
+            tensors[name] = torch.from_numpy(padded).to(device)
+        slots = _arange(tensors["drops"].shape[1], device)[None, :]
+        masked = slots < tensors["length"][:, None]
+        return SequenceBatch.of(
+            **tensors, tokens=torch.where(masked, mask_id, 0), confidence=torch.zeros(masked.shape, device=device),
+            masked=masked, in_block=slots < tensors["block_end"][:, None], previous=torch.zeros_like(tensors["drops"]))
 
     @staticmethod
     def of(**tensors) -> "SequenceBatch":
