@@ -32,6 +32,7 @@ from engine.autoregressive import AutoregressiveExecutor
 from engine.backend import get_ops
 from engine.config import EngineConfig
 from engine.distributed.launch import start_tensor_parallel
+from engine.host_memory import keep_heap
 from engine.mask_predict import MaskPredictExecutor
 from engine.models.loader import load_model
 from engine.output_processor import describe
@@ -61,6 +62,8 @@ class Engine:
         cfg = self.config
         if cfg.enable_nvtx:
             enable_nvtx()
+        if torch.device(cfg.device).type == "cpu":
+            keep_heap()  # activations come from malloc: no page faults in steady state
         if cfg.speculative_config is not None:
             check_draft(cfg.model, cfg.speculative_config)  # before any weights load
         self._tensor_parallel = None

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from engine.distributed.parallel import TensorParallel
+from engine.host_memory import keep_heap
 from engine.kv_cache import num_blocks_for_budget
 from engine.models.loader import load_model
 
@@ -56,6 +57,8 @@ def rank_config(config, device: str):
 
 
 def load_shard(config, tp: TensorParallel):
+    if torch.device(config.device).type == "cpu":
+        keep_heap()  # as a CPU Engine does (engine/host_memory.py)
     return load_model(config.model, config.dtype, config.device, config.kernel_backend, config.allow_pickle, tp)
 
 
