@@ -148,6 +148,7 @@ class Engine:
 
     # ---- running -----------------------------------------------------------------------
 
+    @torch.inference_mode()  # no autograd bookkeeping on any op: ~20% of a small op's cost on CPU
     def step(self) -> list[RequestOutput]:
         """Run one batch; an output for each request that produced a token (or a pass).
 
@@ -163,6 +164,7 @@ class Engine:
                 self._live.discard(out.request_id)
         return outputs
 
+    @torch.inference_mode()  # it may select the executor's state tensors, made in step()
     def abort_request(self, request_id: str) -> bool:
         """Drop an unfinished request and free everything it holds; False if it is unknown."""
         self._live.discard(request_id)
