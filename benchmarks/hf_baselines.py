@@ -6,7 +6,10 @@
   semantics (argmax over non-special tokens but the eos token, re-mask the lowest confidences
   linearly); `hf_framed_mask_predict` adds the experiment models' length head (a one-slot
   pass) and runs each frame size as its own batch.
-All run under torch.inference_mode(), as the engine's steps do: neither side pays for autograd.
+All run under torch.no_grad(), the mode HF's generate() applies itself. The engine's steps run
+under torch.inference_mode(), which also skips autograd's version counters; the ratios include
+that difference. Wrapped in inference_mode, HF's generate() of the bundled ar-gpt2 is 10-17%
+faster at batch 4 and 16 and 2% at batch 64 (2-core CPU, 2026-12-01).
 """
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
@@ -17,7 +20,7 @@ def load_hf(path, kind, device, dtype):
     return cls.from_pretrained(path, dtype=dtype).to(device).eval()
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def hf_generate(model, prompt_ids, max_new_tokens, eos_token_id):
     """Greedy `generate()` over equal-length prompts until every row has produced eos (or
     max_new_tokens); returns each row's new tokens up to and including its first eos."""
@@ -28,7 +31,7 @@ def hf_generate(model, prompt_ids, max_new_tokens, eos_token_id):
     return [row[:row.index(eos_token_id) + 1] if eos_token_id in row else row for row in rows]
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def hf_generate_fixed(model, prompt_ids, new_tokens):
     """Greedy `generate()` of exactly new_tokens per row (min = max new tokens) -> [B, new_tokens]."""
     ids = torch.tensor(prompt_ids, device=model.device)
@@ -48,7 +51,7 @@ def maskable_vocab(tokenizer, vocab_size, device):
     return allowed
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def hf_mask_predict(model, tokenizer, prompt_ids, length, iterations):
     """Mask-Predict over equal-length prompts with the HF model; returns the slots [B, N]."""
     device = model.device
