@@ -8,8 +8,8 @@
   pass) and runs each frame size as its own batch.
 All run under torch.no_grad(), the mode HF's generate() applies itself. The engine's steps run
 under torch.inference_mode(), which also skips autograd's version counters; the ratios include
-that difference. Wrapped in inference_mode, HF's generate() of the bundled ar-gpt2 is 10-17%
-faster at batch 4 and 16 and 2% at batch 64 (2-core CPU, 2026-12-01).
+that difference. Wrapped in inference_mode, HF's generate() of the bundled ar-gpt2 takes 9-17% less
+time at batch 4 and 16 and 2% less at batch 64 (2-core CPU, 2026-12-01).
 """
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
