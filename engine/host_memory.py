@@ -5,8 +5,8 @@ bytes are free there, and serves blocks above M_MMAP_THRESHOLD with fresh mappin
 start at 128 KiB and only grow as larger blocks come and go. A CPU forward allocates and
 frees a few MB of activations per layer, so a step can hand its heap back at the end and
 fault every page in again at the next one. Measured on the bundled cmlm-bert (fp32, one
-thread), a mask-predict decode at batch 64 took ~1,400 minor faults and 3-4 ms of system
-time, about a tenth of its time; with the thresholds fixed, none.
+thread), the report's mask-predict decode at batch 64, T = 1 took ~1,400-1,900 minor faults
+and 3-4 ms of system time, over a tenth of its time; with the thresholds fixed, under 25.
 
 `keep_heap()` fixes both thresholds once per process: blocks up to 32 MiB (glibc's largest
 dynamic mmap threshold) come from the heap, and up to 256 MiB of free heap stays mapped. The
@@ -33,7 +33,6 @@ def keep_heap() -> bool:
         return True
     if os.environ.get("DUODECODE_MALLOC_TUNING") == "0" or platform.libc_ver()[0] != "glibc":
         return False
-    libc = ctypes.CDLL(None)
-    # mallopt returns 1 on success
-    _applied = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    mallopt = ctypes.CDLL(None).mallopt  # returns 1 on success
+    _applied = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     return _applied

@@ -147,8 +147,9 @@ class SequenceBatch:
                 for prompt, length, p, seed, scored in sequences]
         frames, drops, ints, floats = zip(*rows)
         tensors = {}
-        for table, dtype, names, cast_names, cast in ((ints, np.int64, _INT_COLUMNS, _BOOL_COLUMNS, torch.bool),
-                                                      (floats, np.float64, _FLOAT_COLUMNS, _FLOAT32_COLUMNS, torch.float32)):
+        tables = ((ints, np.int64, _INT_COLUMNS, _BOOL_COLUMNS, torch.bool),
+                  (floats, np.float64, _FLOAT_COLUMNS, _FLOAT32_COLUMNS, torch.float32))
+        for table, dtype, names, cast_names, cast in tables:
             columns = torch.from_numpy(np.array(table, dtype=dtype).T.copy()).to(device)
             tensors.update(zip(names, columns[: len(names)].unbind(0)))
             tensors.update(zip(cast_names, columns[len(names):].to(cast).unbind(0)))
