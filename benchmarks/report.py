@@ -137,6 +137,25 @@ def speed_sentences(rows):
     return out
 
 
+def _split_ratios(row):
+    """(engine/HF of the model calls' seconds, engine/HF of the rest's) of a point's time split."""
+    e, h = row["split"]["engine"], row["split"]["hf"]
+    return e["model"] / h["model"], e["rest"] / h["rest"]
+
+
+def split_sentences(rows):
+    """Where each side's time goes, from the CPU timers (throughput.time_split)."""
+    out = []
+    for mode in ("ar", "mp"):
+        ratios = [_split_ratios(r) for r in rows if r["mode"] == mode and "split" in r]
+        if ratios:
+            model, rest = [r[0] for r in ratios], [r[1] for r in ratios]
+            out.append(f"Engine {mode.upper()}, timed inside the model calls: the engine's model calls take "
+                       f"{min(model):.2f}x-{max(model):.2f}x HF's time at the measured points, its own work around "
+                       f"them {min(rest):.2f}x-{max(rest):.2f}x HF's.")
+    return out
+
+
 def valid_rate_interval(row):
     """Valid words/s over the interquartile range of the repetitions' times."""
     s = row["seconds"]
@@ -252,7 +271,8 @@ def render(results, plots):
     if "quality" in results:
         conclusions += quality_sentences(results["quality"])
     if "throughput" in results:
-        conclusions += speed_sentences(results["throughput"]) + usefulness_sentences(results["throughput"])
+        conclusions += speed_sentences(results["throughput"]) + split_sentences(results["throughput"])
+        conclusions += usefulness_sentences(results["throughput"])
     if "roofline" in results:
         conclusions += roofline_sentences(results["roofline"], results.get("throughput", []))
     lines += ["## What the numbers say", ""] + [f"- {c}" for c in conclusions] + [""]
@@ -349,6 +369,18 @@ def throughput_section(results, plots):
                            ("words/s", "words_per_s"),
                            ("valid", lambda r: f"{r['valid_outputs']}/{r['batch']}" if "valid_outputs" in r else "-"),
                            ("valid words/s", "valid_words_per_s")]), ""]
+    split = [r for r in rows if "split" in r]
+    if split:
+        side = lambda who, part: lambda r: r["split"][who][part]  # noqa: E731
+        lines += ["Where each side's time goes (CPU): per run, the median seconds inside the model's calls (the "
+                  "engine's forward and LM head; HF's model forward, its head included) and of everything else "
+                  "(intake, scheduling, sampling or the mask-predict rules, outputs), over as many paired "
+                  "repetitions again, with timers inside those calls.", "",
+                  _table(split, [("mode", "mode"), ("config", "config"), ("batch", "batch"),
+                                 ("engine model s", side("engine", "model")), ("engine rest s", side("engine", "rest")),
+                                 ("HF model s", side("hf", "model")), ("HF rest s", side("hf", "rest")),
+                                 ("model engine/HF", lambda r: f"{_split_ratios(r)[0]:.2f}x"),
+                                 ("rest engine/HF", lambda r: f"{_split_ratios(r)[1]:.2f}x")]), ""]
     lat = results.get("latency", [])
     if lat:
         lines += ["Latency under Poisson arrivals, both modes at the same rates (seconds; rate in requests/s, as a "

@@ -2,12 +2,15 @@
 
 `timed_point` runs the engine and the baseline on the same batch alternately, after warm-up,
 and returns every repetition's seconds: the report gives medians, the ratio of the medians and
-the spread of the per-repetition paired ratios. `poisson_replay` replays arrivals through
+the spread of the per-repetition paired ratios. `time_split` repeats the pair
+with timers inside both models' calls, to show how much of each side's time is the model and
+how much its own work around it. `poisson_replay` replays arrivals through
 `Engine.step()`; a request may take several stages (a masked model's length head, then its
 frame), each stage's request added when the previous one finishes, all timed from the
 original arrival.
 """
 import random
+import statistics
 import time
 
 from . import stats
@@ -32,6 +35,53 @@ def timed_point(engine_fn, baseline_fn, device, warmup, reps):
         summary.update(hf_seconds=hf, speedup=hf["median"] / summary["seconds"]["median"],
                        speedup_paired=stats.spread(ratios))
     return results.get("engine"), results.get("hf"), summary
+
+
+class CallClock:
+    """Seconds spent inside some methods of some objects, e.g. [(model, "forward")]: while
+    active, a timing wrapper is an instance attribute shadowing each method. Host time only,
+    so it measures a model's calls on CPU; on CUDA it would need a synchronisation per call."""
+
+    def __init__(self, methods):
+        self.methods, self.seconds = list(methods), 0.0
+
+    def __enter__(self):
+        self.saved = [(obj, name, obj.__dict__.get(name)) for obj, name in self.methods]
+        for obj, name in self.methods:
+            setattr(obj, name, self._timed(getattr(obj, name)))
+        return self
+
+    def _timed(self, method):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return timed
+
+    def __exit__(self, *exc):
+        for obj, name, before in self.saved:
+            if before is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, before)
+
+
+def time_split(engine_fn, baseline_fn, engine_methods, baseline_methods, reps):
+    """{"engine": {"model": s, "rest": s}, "hf": {...}}: medians over `reps` alternating runs of
+    the seconds inside the model methods and of everything else (CPU; see CallClock)."""
+    runs = {"engine": [], "hf": []}
+    with CallClock(engine_methods) as engine_clock, CallClock(baseline_methods) as hf_clock:
+        for _ in range(reps):
+            for key, fn, clock in (("engine", engine_fn, engine_clock), ("hf", baseline_fn, hf_clock)):
+                clock.seconds = 0.0
+                start = time.perf_counter()
+                fn()
+                total = time.perf_counter() - start
+                runs[key].append((clock.seconds, total - clock.seconds))
+    return {key: {"model": statistics.median(m for m, _ in v), "rest": statistics.median(r for _, r in v)}
+            for key, v in runs.items()}
 
 
 def percentiles(values, qs=(50, 90, 99)):

@@ -5,7 +5,9 @@ padding), the same prompts for both modes: AR greedy to its natural length (it s
 `<eos>`), mask-predict with the length head and T passes. Engine and baseline alternate over
 the repetitions after a warm-up; each point keeps every repetition's seconds (median and
 spread), the engine/HF ratio of the medians with the spread of the paired per-repetition
-ratios, and what the outputs are worth: words, valid outputs and valid words per second.
+ratios, and what the outputs are worth: words, valid outputs and valid words per second. On
+CPU each point is then repeated with timers inside both models' calls: the split of each
+side's time between the model and its own work around it.
 Latency: Poisson arrivals replayed through Engine.step() for both modes at the same rates.
 """
 import statistics
@@ -54,19 +56,29 @@ def _rates(row):
     return row
 
 
+def _split(run, llm, hf, engine_fn, baseline_fn):
+    """On CPU, where each side's time goes (throughput.time_split): {} elsewhere."""
+    if run.device != "cpu":
+        return {}
+    model = llm.engine.loaded.model
+    return {"split": throughput.time_split(engine_fn, baseline_fn, [(model, "forward"), (model, "compute_logits")],
+                                           [(hf, "forward")], run.sizes.reps)}
+
+
 def ar_point(run, llm, hf, prompt_texts, prompt_ids):
     tok, sizes = llm.tokenizer, run.sizes
     limit = llm.engine.loaded.max_positions - len(prompt_ids[0])
     params = SamplingParams(temperature=0.0, max_tokens=limit)
     eos = tok.eos_token_id
-    outs, hf_rows, summary = throughput.timed_point(
-        lambda: llm.generate(prompt_ids, params),
-        lambda: hf_baselines.hf_generate(hf, prompt_ids, limit, eos), run.device, sizes.warmup, sizes.reps)
+    engine_fn = lambda: llm.generate(prompt_ids, params)  # noqa: E731
+    baseline_fn = lambda: hf_baselines.hf_generate(hf, prompt_ids, limit, eos)  # noqa: E731
+    outs, hf_rows, summary = throughput.timed_point(engine_fn, baseline_fn, run.device, sizes.warmup, sizes.reps)
     tokens = [list(o.token_ids) for o in outs]
     texts = [tok.decode(t[:t.index(eos)] if eos in t else t, skip_special_tokens=False).strip() for t in tokens]
     row = {"mode": "ar", "config": "AR greedy", "batch": len(prompt_ids), "model": run.name(run.ar_path),
            "generated_tokens": sum(map(len, tokens)), "generated": list(map(len, tokens)),
-           "same_as_hf": tokens == hf_rows, **summary, **_worth(run, prompt_texts, texts)}
+           "same_as_hf": tokens == hf_rows, **summary, **_worth(run, prompt_texts, texts),
+           **_split(run, llm, hf, engine_fn, baseline_fn)}
     return _rates(row)
 
 
@@ -76,11 +88,10 @@ def mp_point(run, path, llm, hf, prompt_texts, prompt_ids, passes):
     seeds = request_seeds(0, len(prompt_ids))
     length_head = spec is not None and spec.length_head
     fixed = None if length_head else [sizes.new_tokens] * len(prompt_ids)
-    outs, hf_rows, summary = throughput.timed_point(
-        lambda: engine_decode(llm, spec, config, prompt_ids, seeds, fixed_frame=sizes.new_tokens)[0],
-        lambda: hf_baselines.hf_framed_mask_predict(hf, tok, prompt_ids, passes, fixed,
-                                                    lambda t: frame_of_length_token(t) or MAX_SLOTS),
-        run.device, sizes.warmup, sizes.reps)
+    engine_fn = lambda: engine_decode(llm, spec, config, prompt_ids, seeds, fixed_frame=sizes.new_tokens)[0]  # noqa: E731
+    baseline_fn = lambda: hf_baselines.hf_framed_mask_predict(  # noqa: E731
+        hf, tok, prompt_ids, passes, fixed, lambda t: frame_of_length_token(t) or MAX_SLOTS)
+    outs, hf_rows, summary = throughput.timed_point(engine_fn, baseline_fn, run.device, sizes.warmup, sizes.reps)
     frames = [o.frame for o in outs]
     head = 1 if length_head else 0
     row = {"mode": "mp", "config": config.name, "passes_setting": str(passes), "batch": len(prompt_ids),
@@ -88,7 +99,7 @@ def mp_point(run, path, llm, hf, prompt_texts, prompt_ids, passes):
            "generated_tokens": sum(frames), "frames": frames, "encoder_passes": [o.passes - head for o in outs],
            "mean_passes": statistics.mean(o.passes for o in outs), "max_passes": max(o.passes for o in outs),
            "same_as_hf": [o.token_ids for o in outs] == hf_rows, **summary,
-           **_worth(run, prompt_texts, [o.text for o in outs])}
+           **_worth(run, prompt_texts, [o.text for o in outs]), **_split(run, llm, hf, engine_fn, baseline_fn)}
     return _rates(row)
 
 

@@ -74,6 +74,9 @@ def test_throughput_counts_ratios_and_parity(report):
         assert r["speedup_paired"]["min"] <= r["speedup_paired"]["max"]
         assert r["tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["seconds"]["median"])
         assert 0 <= r["valid_outputs"] <= r["batch"] and r["valid_words"] <= r["words"]
+        if results["meta"]["device"] == "cpu":  # where each side's time goes: inside the model calls and not
+            for side in (r["split"]["engine"], r["split"]["hf"]):
+                assert side["model"] > 0 and side["rest"] >= 0
         if r["mode"] == "ar":
             assert r["generated_tokens"] == sum(r["generated"])
         else:
