@@ -1,5 +1,5 @@
 """The CPU attention backend against the kernel reference: its rotation bit for bit, its
-own-keys attention (grouped by length, padded, or neither) to fp rounding.
+own-keys attention (in runs of equal length, padded, or neither) to fp rounding.
 
 The backend gathers each step's cos/sin once and reuses them in every layer, with the sign
 of rotate-half folded into sin; the result must be the reference's exactly (x1 cos - x2 sin
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.attention import AttentionMetadata, Rope
-from engine.attention.torch_backend import MAX_LENGTH_GROUPS, TorchAttention, _rotated, make_plan
+from engine.attention.torch_backend import MIN_RUN_SEQUENCES, TorchAttention, _rotated, make_plan
 from kernels import reference
 
 
@@ -56,18 +56,22 @@ def _packed(lengths, q_heads=4, kv_heads=2, head_dim=16, dtype=torch.float32):
     return q, k, v, cu
 
 
+RUN = MIN_RUN_SEQUENCES
+
+
 @pytest.mark.parametrize("mode", ["encoder", "prefill"])
 @pytest.mark.parametrize("lengths, grouped", [
-    ([3, 3, 5, 5, 5, 9], True),  # consecutive lengths: slices of the packed rows
-    ([5, 3, 9, 3, 5, 5], True),  # interleaved lengths: gathered rows
+    ([3] * RUN + [5] * RUN + [9] * RUN, True),  # three runs of equal length: three calls over slices
+    ([5] * RUN + [3] * (RUN + 1) + [9] * (RUN - 1), True),  # runs in any order, of any size
+    ([5, 3] * 2 * RUN, False),  # interleaved: more runs than MAX_LENGTH_GROUPS, one padded call
+    ([3, 5, 9], False),  # runs of one sequence: one padded call
     ([4], False),
     ([6, 6, 6], False),  # equal lengths need neither groups nor padding
-    (list(range(1, 2 + MAX_LENGTH_GROUPS)), False),  # too many lengths: one padded, masked call
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_own_keys_attention_equals_the_reference(mode, lengths, grouped, dtype):
-    """Grouping sequences by length (one unpadded call per length) or padding them gives the
-    reference's varlen attention, every row in its place."""
+    """One unpadded call per run of equal length, or one padded call, gives the reference's
+    varlen attention, every row in its place."""
     torch.manual_seed(2)
     q, k, v, cu = _packed(lengths, dtype=dtype)
     meta = AttentionMetadata(mode, cu)
@@ -82,11 +86,13 @@ def test_own_keys_attention_equals_the_reference(mode, lengths, grouped, dtype):
 
 def test_a_group_is_each_sequence_attended_alone():
     """Grouped, a sequence's rows are exactly SDPA over that sequence alone (what an HF model
-    computes for an unpadded batch), however the lengths interleave."""
+    computes for an unpadded batch)."""
     torch.manual_seed(3)
-    lengths = [5, 3, 5, 3, 3]
+    lengths = [5] * RUN + [3] * RUN + [7] * RUN
     q, k, v, cu = _packed(lengths, q_heads=2, kv_heads=2)
-    got = TorchAttention().encoder(q, k, v, 0.5, AttentionMetadata("encoder", cu))
+    meta = AttentionMetadata("encoder", cu)
+    got = TorchAttention().encoder(q, k, v, 0.5, meta)
+    assert len(meta.plan.groups) == 3
     for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
         alone = torch.nn.functional.scaled_dot_product_attention(
             *(x[start:end].transpose(0, 1)[None] for x in (q, k, v)), scale=0.5)[0].transpose(0, 1)

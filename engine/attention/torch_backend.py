@@ -13,10 +13,12 @@ the first layer derives a `_Plan` from the step's metadata and every later layer
             [B * Lk] (slots past a sequence's context repeat its first slot).
   mask      None when no position needs hiding (equal lengths: SDPA's own causal mask for
             prefill, none for the encoder or decode), else a boolean [B, 1, Lq, Lk].
-  groups    "prefill"/"encoder" with a few distinct lengths (at most MAX_LENGTH_GROUPS): one
-            SDPA call per length over its sequences, without padding or mask (a padded,
-            masked call costs more on CPU: the padding's work and a slower masked kernel).
-            Consecutive sequences of one length are a slice of the packed rows, no gather.
+  groups    "prefill"/"encoder" steps whose sequences come in at most MAX_LENGTH_GROUPS runs
+            of equal length (consecutive sequences: each run is a slice of the packed rows),
+            at least MIN_RUN_SEQUENCES sequences per run on average: one SDPA call per run,
+            without padding or mask. Measured on CPU against one padded, masked call, that is
+            faster for a few runs of several sequences and slower for many runs, runs of one
+            short sequence, or runs that must be gathered, so those keep the padded call.
 Rows are moved through 2-D [rows, heads * head_dim] views: an embedding lookup gathers them
 and index_put_ scatters them, both several times faster on CPU than indexing the 3-D
 tensors. The engine never gives this backend the padding slot -1 (CUDA graphs run the
@@ -29,16 +31,17 @@ import torch
 import torch.nn.functional as F
 
 
-MAX_LENGTH_GROUPS = 8  # more distinct lengths: one padded, masked call (fewer launches)
+MAX_LENGTH_GROUPS = 4  # more runs of equal length: one padded, masked call (fewer launches)
+MIN_RUN_SEQUENCES = 4  # fewer sequences per run on average: one padded call too
 
 
 @dataclass(frozen=True)
 class _Group:
-    """The sequences of one length in own-keys attention."""
+    """A run of consecutive sequences of one length in own-keys attention."""
 
     batch: int
     length: int
-    rows: slice | torch.Tensor  # their packed rows: a slice when consecutive, else a long index
+    rows: slice  # their packed rows
 
 
 @dataclass
@@ -71,20 +74,15 @@ def _padding(cu, lens, q_len):
     return q_pad, q_unpad
 
 
-def _length_groups(cu, lens, device):
-    """[_Group] per distinct nonzero length, or None when there are more than MAX_LENGTH_GROUPS."""
-    values = np.unique(lens[lens > 0])
-    if len(values) > MAX_LENGTH_GROUPS:
+def _length_groups(cu, lens):
+    """[_Group] per run of consecutive sequences of one length, or None when the runs are
+    too many or too short (module docstring)."""
+    starts = np.flatnonzero(np.diff(lens, prepend=-1))  # the first sequence of each run
+    if len(starts) > MAX_LENGTH_GROUPS or len(lens) < MIN_RUN_SEQUENCES * len(starts):
         return None
-    groups = []
-    for length in values.tolist():
-        seqs = np.flatnonzero(lens == length)
-        if seqs[-1] - seqs[0] + 1 == len(seqs):
-            rows = slice(int(cu[seqs[0]]), int(cu[seqs[-1] + 1]))
-        else:
-            rows = torch.from_numpy((cu[seqs][:, None] + np.arange(length)).ravel()).to(device)
-        groups.append(_Group(len(seqs), length, rows))
-    return groups
+    ends = np.append(starts[1:], len(lens))
+    return [_Group(int(end - start), int(lens[start]), slice(int(cu[start]), int(cu[end])))
+            for start, end in zip(starts, ends) if lens[start] > 0]
 
 
 def _paged_keys(meta, block_size):
@@ -107,7 +105,7 @@ def make_plan(meta, block_size: int | None) -> _Plan:
     batch, q_len = len(lens), int(lens.max())
     equal = int(lens.min()) == q_len
     own_keys = meta.mode in ("prefill", "encoder")
-    groups = _length_groups(cu, lens, device) if own_keys and not equal else None
+    groups = _length_groups(cu, lens) if own_keys and not equal else None
     q_pad, q_unpad = (None, None) if equal or groups is not None else _padding(cu, lens, q_len)
     store = None if meta.slot_mapping is None else _host(meta.slot_mapping)
     q_pos = np.arange(q_len)
@@ -196,18 +194,12 @@ def _attend(q, k, v, plan, scale):
 
 
 def _attend_groups(q, k, v, plan, scale):
-    """Own-keys attention of packed q [T, Hq, D], k/v [T, Hkv, D], one call per length group."""
+    """Own-keys attention of packed q [T, Hq, D], k/v [T, Hkv, D], one call per run of equal length."""
     out = q.new_empty(q.shape)
     for group in plan.groups:
-        if isinstance(group.rows, slice):
-            rows = q[group.rows], k[group.rows], v[group.rows]
-        else:
-            rows = [_rows(x, group.rows) for x in (q, k, v)]
-        attended = _sdpa(*rows, group.batch, group.length, group.length, None, plan.is_causal, scale).to(q.dtype)
-        if isinstance(group.rows, slice):
-            out[group.rows] = attended
-        else:
-            out.view(out.shape[0], -1).index_copy_(0, group.rows, attended.reshape(attended.shape[0], -1))
+        rows = group.rows
+        out[rows] = _sdpa(q[rows], k[rows], v[rows], group.batch, group.length, group.length, None,
+                          plan.is_causal, scale)
     return out
 
 
