@@ -62,8 +62,7 @@ class Engine:
         cfg = self.config
         if cfg.enable_nvtx:
             enable_nvtx()
-        if torch.device(cfg.device).type == "cpu":
-            keep_heap()  # activations come from malloc: no page faults in steady state
+        keep_heap(cfg.device)  # on CPU activations come from malloc: no page faults in steady state
         if cfg.speculative_config is not None:
             check_draft(cfg.model, cfg.speculative_config)  # before any weights load
         self._tensor_parallel = None

@@ -283,7 +283,7 @@ class MaskPredictExecutor:
         if not joined:
             return
         # by frame length: sequences of one length are then consecutive rows, which the CPU
-        # attention runs as one unpadded call per length (engine/attention/torch_backend.py)
+        # attention can run as one unpadded call per run (engine/attention/torch_backend.py)
         sequences = sorted((seq for r in joined for seq in r.sequences),
                            key=lambda seq: len(seq.request.prompt_token_ids) + seq.length)
         new = SequenceBatch.build(

@@ -14,7 +14,7 @@ from engine import host_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 DECODE = """
-import resource, sys, torch
+import resource, torch
 torch.set_num_threads(1)
 from engine import LLM, MaskPredictParams
 llm = LLM("benchmarks/assets/cmlm-bert", device="cpu", dtype="float32")
@@ -38,7 +38,7 @@ def _faults_per_decode(env_value):
 
 
 def test_steady_state_decodes_do_not_fault():
-    if not host_memory.keep_heap():
+    if not host_memory.keep_heap("cpu"):
         pytest.skip("malloc is not glibc's here")
     assert _faults_per_decode("1") < 100
 
@@ -46,4 +46,9 @@ def test_steady_state_decodes_do_not_fault():
 def test_the_tuning_can_be_switched_off(monkeypatch):
     monkeypatch.setattr(host_memory, "_applied", False)
     monkeypatch.setenv("DUODECODE_MALLOC_TUNING", "0")
-    assert host_memory.keep_heap() is False
+    assert host_memory.keep_heap("cpu") is False
+
+
+def test_only_a_cpu_model_tunes_malloc(monkeypatch):
+    monkeypatch.setattr(host_memory, "_applied", False)
+    assert host_memory.keep_heap("cuda") is False and host_memory._applied is False

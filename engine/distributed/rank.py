@@ -57,8 +57,7 @@ def rank_config(config, device: str):
 
 
 def load_shard(config, tp: TensorParallel):
-    if torch.device(config.device).type == "cpu":
-        keep_heap()  # as a CPU Engine does (engine/host_memory.py)
+    keep_heap(config.device)  # as an Engine does (engine/host_memory.py)
     return load_model(config.model, config.dtype, config.device, config.kernel_backend, config.allow_pickle, tp)
 
 
