@@ -39,7 +39,7 @@ from engine.output_processor import describe
 from engine.outputs import RequestOutput
 from engine.params import MaskPredictParams, SamplingParams
 from engine.profiling import enable_nvtx
-from engine.speculative.config import check_draft
+from engine.speculative.draft_check import check_draft
 from engine.speculative.executor import SpeculativeExecutor
 from engine.validation import check_params_for_model, check_prompt_ids, check_real, check_tokenized_prompt
 

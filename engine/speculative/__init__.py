@@ -2,7 +2,8 @@
 one forward and keeps the longest prefix it agrees with (greedy) or accepts by rejection
 sampling (sampled), so the output is exactly the target's.
 
-    config.py          SpeculativeConfig (the `speculative_config` engine option), check_draft
+    config.py          SpeculativeConfig (the `speculative_config` engine option)
+    draft_check.py     check_draft: can the draft checkpoint draft for the target (files only)
     executor.py        SpeculativeExecutor: one propose / verify / commit step
     proposer.py        k per step: fixed, or adaptive from measured acceptance and cost
     masked_drafter.py  a bidirectional masked LM fills k slots in parallel passes
