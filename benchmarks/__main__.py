@@ -10,7 +10,6 @@ speculative decoding when `python -m benchmarks.speculative` has written into th
 """
 import argparse
 import datetime
-import gc
 import json
 import os
 from pathlib import Path
@@ -101,10 +100,6 @@ def main(argv=None):
     if threads:
         torch.set_num_threads(threads)
     run = build_run(args)
-    # The harness's own heap (reference language, corpora, prompts: ~340k objects) is static;
-    # frozen, a full collection no longer walks it (~0.2 s) inside a timed repetition.
-    gc.collect()
-    gc.freeze()
     out = results_folder(args.out, args.device)
     if "quality" in args.parts:
         quality_part.quality_part(run)

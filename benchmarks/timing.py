@@ -1,40 +1,62 @@
-"""Wall-clock timing that is honest on both CPU and CUDA: warm-up, then repetitions."""
+"""Wall-clock timing that is honest on both CPU and CUDA: warm-up, then repetitions.
+
+Between the warm-up and the timed calls the heap is settled: collected, and what survives
+frozen (gc.freeze). Without it, a full collection that falls inside a timed call walks
+every object loaded so far (models, tokenizers, lazily imported modules): measured in the
+report's throughput part, one pause of ~80 ms inside one repetition of a batch-64 point,
+3.5x that repetition's median. Frozen, a collection inside a timed call walks only what the
+timed calls themselves made, which is part of what they cost.
+"""
+import gc
 import statistics
 import time
 
 import torch
 
 
+def _settle(device):
+    """The end of a warm-up: queued GPU work done, the heap collected and frozen."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    gc.collect()
+    gc.freeze()
+
+
+def _seconds(fn, device):
+    """One timed call of `fn()`; on CUDA, between events recorded around it."""
+    if not str(device).startswith("cuda"):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1e3
+
+
 def best_seconds(fn, device="cpu", warmup=3, reps=20):
     """The fastest of `reps` timed calls: what a ceiling is (the machine can at least do this),
     and steadier than a median when other work shares the machine."""
-    return min(median_seconds(fn, device, warmup=warmup if i == 0 else 0, reps=1) for i in range(reps))
+    for _ in range(warmup):
+        fn()
+    _settle(device)
+    return min(_seconds(fn, device) for _ in range(reps))
 
 
 def median_seconds(fn, device="cpu", warmup=2, reps=10, max_seconds=None):
-    """Median seconds of one call of `fn()`; CUDA calls are timed with events after a sync.
+    """Median seconds of one call of `fn()`.
 
     max_seconds caps the measuring loop (at least 3 reps) so slow paths (Triton's
     interpreter) stay affordable.
     """
-    cuda = str(device).startswith("cuda")
     for _ in range(warmup):
         fn()
-    if cuda:
-        torch.cuda.synchronize()
+    _settle(device)
     times, start = [], time.perf_counter()
     for _ in range(reps):
-        if cuda:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(begin.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+        times.append(_seconds(fn, device))
         if max_seconds is not None and len(times) >= 3 and time.perf_counter() - start > max_seconds:
             break
     return statistics.median(times)
@@ -51,9 +73,10 @@ def paired_times(fn_a, fn_b, device="cpu", warmup=1, reps=5):
         fn_a()
         if fn_b is not None:
             fn_b()
+    _settle(device)
     a_times, b_times = [], []
     for _ in range(reps):
-        a_times.append(median_seconds(fn_a, device, warmup=0, reps=1))
+        a_times.append(_seconds(fn_a, device))
         if fn_b is not None:
-            b_times.append(median_seconds(fn_b, device, warmup=0, reps=1))
+            b_times.append(_seconds(fn_b, device))
     return a_times, b_times
