@@ -137,6 +137,45 @@ def speed_sentences(rows):
     return out
 
 
+# The design's targets for engine/HF on a CPU (README, "Latest results"):
+# (mode, the batches a target covers, their description, the ratio to reach)
+CPU_TARGETS = (
+    ("ar", lambda batch: batch < 16, "batch 1-15", 1.0),
+    ("ar", lambda batch: batch >= 16, "batch >= 16", 1.3),
+    ("mp", lambda batch: batch < 16, "batch 1-15", 1.0),
+    ("mp", lambda batch: batch >= 16, "batch >= 16", 1.2),
+)
+
+
+def cpu_targets(rows):
+    """One row per CPU target with measured points: how many points' median ratio reaches it,
+    and the lowest of them with its paired range."""
+    out = []
+    for mode, covers, batches, target in CPU_TARGETS:
+        points = [r for r in rows if r["mode"] == mode and "speedup" in r and covers(r["batch"])]
+        if not points:
+            continue
+        lowest = min(points, key=lambda r: r["speedup"])
+        out.append({"mode": mode, "batches": batches, "target": target, "points": len(points),
+                    "met": sum(r["speedup"] >= target for r in points), "lowest": lowest})
+    return out
+
+
+def target_sentences(rows):
+    """Which design targets the run meets (every point's median ratio at or above the target)."""
+    out = []
+    for t in cpu_targets(rows):
+        low = t["lowest"]
+        where = f"{low['config']} at batch {low['batch']}: {low['speedup']:.2f}x " \
+                f"({low['speedup_paired']['min']:.2f}-{low['speedup_paired']['max']:.2f})"
+        head = f"Target engine {t['mode'].upper()} >= {t['target']:.1f}x HF at {t['batches']}"
+        if t["met"] == t["points"]:
+            out.append(f"{head}: met at all {t['points']} points (lowest {where}).")
+        else:
+            out.append(f"{head}: missed at {t['points'] - t['met']} of {t['points']} points (lowest {where}).")
+    return out
+
+
 def _split_ratios(row):
     """(engine/HF of the model calls' seconds, engine/HF of the rest's) of a point's time split."""
     e, h = row["split"]["engine"], row["split"]["hf"]
@@ -272,6 +311,8 @@ def render(results, plots):
         conclusions += quality_sentences(results["quality"])
     if "throughput" in results:
         conclusions += speed_sentences(results["throughput"]) + split_sentences(results["throughput"])
+        if meta["device"] == "cpu":
+            conclusions += target_sentences(results["throughput"])
         conclusions += usefulness_sentences(results["throughput"])
     if "roofline" in results:
         conclusions += roofline_sentences(results["roofline"], results.get("throughput", []))

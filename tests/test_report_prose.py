@@ -86,3 +86,16 @@ def test_no_sentence_is_pre_written():
                     + report._boundness(_roof(1.0, 10.0), [{"mode": "ar", "batch": 1}]))
     for fixed in ("deeply memory-bound", "once both are compute-bound", "whenever T < N", "AR wins"):
         assert fixed not in text
+
+
+def test_cpu_targets_are_met_only_when_every_covered_point_reaches_them():
+    at = lambda mode, batch, ratios: _speed(mode, ratios, batch=batch)  # noqa: E731
+    met = " ".join(report.target_sentences([at("ar", 16, [1.3, 1.4, 1.5]), at("ar", 64, [1.2, 1.35, 1.6])]))
+    assert "Target engine AR >= 1.3x HF at batch >= 16: met at all 2 points (lowest AR greedy at batch 64: 1.35x" in met
+    missed = " ".join(report.target_sentences([at("mp", 16, [1.3, 1.4, 1.5]), at("mp", 64, [1.0, 1.1, 1.3])]))
+    assert "Target engine MP >= 1.2x HF at batch >= 16: missed at 1 of 2 points (lowest AR greedy at batch 64: " \
+           "1.10x (1.00-1.30))" in missed and "met at" not in missed
+    small = report.target_sentences([at("mp", 1, [0.9, 0.99, 1.2])])
+    assert small == ["Target engine MP >= 1.0x HF at batch 1-15: missed at 1 of 1 points (lowest AR greedy at batch "
+                     "1: 0.99x (0.90-1.20))."]
+    assert report.target_sentences([]) == []
