@@ -89,7 +89,7 @@ class Engine:
     def add_request(self, prompt, params=None, request_id=None, arrival_time=None) -> str:
         """Validate and queue a request; returns its id. Nothing is queued when it raises."""
         executor = self.executor
-        params = executor.params_type() if params is None else params
+        params = self.params_type() if params is None else params
         self._check_params_type(params)
         # The request's own params: validate() below gives the copy fresh lists, so a caller
         # who reuses and changes their params object cannot reach a request already checked.
@@ -106,10 +106,15 @@ class Engine:
         self._live.add(request_id)
         return request_id
 
+    @property
+    def params_type(self) -> type:
+        """The params class this engine's model takes: SamplingParams or MaskPredictParams."""
+        return self.executor.params_type
+
     def _check_params_type(self, params):
         if type(params) not in NEEDS:
             raise TypeError(f"params must be SamplingParams or MaskPredictParams, got {type(params).__name__}")
-        expected = self.executor.params_type
+        expected = self.params_type
         if not isinstance(params, expected):
             raise TypeError(
                 f"{type(params).__name__} need {NEEDS[type(params)]}; "

@@ -387,7 +387,8 @@ class MaskPredictExecutor:
                     seq.score = score
 
     def _outputs(self, requests) -> list[RequestOutput]:
-        """Outputs of a pass; finished and failed requests leave."""
+        """Outputs of a pass (of a "final_only" request, only the last); finished and failed
+        requests leave."""
         with ranged("detokenize"):
             self._decode_pass_texts(requests)
         now = time.perf_counter()
@@ -401,6 +402,8 @@ class MaskPredictExecutor:
                 continue
             if not request.unfinished:
                 metrics.finished_time = now
+            elif request.params.output_kind == "final_only":
+                continue
             outputs.append(self._output(request))
         self._drop_done()
         return outputs

@@ -24,7 +24,8 @@ class OutputProcessor:
         self.eos_token_ids = eos_token_ids  # shared with the sampler, which bans them before min_tokens
 
     def process(self, requests: list[Request], tokens: list[int], logprobs: list, now: float):
-        """-> (an output per request, the requests that finished)."""
+        """-> (an output per request that wants one now, the requests that finished): every
+        request with output_kind "cumulative", and a "final_only" one when it finishes."""
         for req, token, lp in zip(requests, tokens, logprobs):
             req.append_token(token, lp, now)
         texts_before = {req: len(req.text) for req in requests if req.params.stop}
@@ -39,7 +40,9 @@ class OutputProcessor:
                     req.finish(reason, now)
             if req.finish_reason is not None:
                 finished.append(req)
-            outputs.append(self.output(req))
+                outputs.append(self.output(req))
+            elif req.params.output_kind == "cumulative":
+                outputs.append(self.output(req))
         return outputs, finished
 
     def _advance_apart(self, requests) -> dict:

@@ -17,6 +17,9 @@ and top_p, int64 top_k and seeds):
 - seed: any int, stored mod 2^64 (see engine/validation.py).
 - iterations (mask-predict): at most 2^31 - 1, so that the schedule's products of a length
   and a pass count stay far inside int64 (2^63 used to overflow inside a step).
+- output_kind (vLLM's name): "cumulative" gives an output at every step (or pass) the request
+  runs, "final_only" only the last one, when it finishes. `LLM.generate` asks for the final
+  outputs only; the step API's default is every step, for streaming.
 """
 import functools
 import inspect
@@ -30,6 +33,7 @@ from engine.validation import (
     check_int_list, check_real, check_seed,
 )
 
+OUTPUT_KINDS = ("cumulative", "final_only")
 MIN_TEMPERATURE = 1e-6  # the temperature both sampler backends clamp to; below it: greedy
 MAX_LOGPROBS = 20
 
@@ -70,7 +74,8 @@ class SamplingParams:
     sampling; seed makes the draw reproducible whatever else is in the batch.
     max_tokens >= 1 and 0 <= min_tokens <= max_tokens; stop_token_ids and stop (strings)
     may be None, a list, a tuple (or for ids a 1-D numpy array); logprobs=None returns
-    none, k in [0, 20] returns the sampled token's logprob and the top k.
+    none, k in [0, 20] returns the sampled token's logprob and the top k. output_kind
+    "cumulative" returns an output each step, "final_only" one when the request finishes.
     """
 
     temperature: float = 1.0
@@ -83,6 +88,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None
+    output_kind: str = "cumulative"
 
     def __post_init__(self):
         self.validate()
@@ -98,6 +104,7 @@ class SamplingParams:
         self.stop_token_ids = check_int_list("stop_token_ids", ids, low=0)
         self.ignore_eos = check_bool("ignore_eos", self.ignore_eos)
         self.logprobs = check_int("logprobs", self.logprobs, low=0, high=MAX_LOGPROBS, allow_none=True)
+        self.output_kind = check_choice("output_kind", self.output_kind, OUTPUT_KINDS)
 
 
 REMASK_MODES = tuple(REMASK_RULES)  # the names at import, for CLI choices (validation reads the table)
@@ -172,8 +179,8 @@ class MaskPredictParams:
     between them; `block_size` is its deprecated alias (one release: passing or reading it
     warns, and passing both with different values is a ValueError). length_candidates (distinct
     lengths) decodes several lengths as one batch and returns the best by mean
-    log-probability. stop_early ends when a pass changes nothing. temperature, top_k, top_p
-    and seed follow the rules of SamplingParams.
+    log-probability. stop_early ends when a pass changes nothing. temperature, top_k, top_p,
+    seed and output_kind ("cumulative": an output each pass) follow the rules of SamplingParams.
     """
 
     length: int = 16
@@ -189,6 +196,7 @@ class MaskPredictParams:
     seed: int | None = None
     stop_early: bool = False
     return_pass_texts: bool = False
+    output_kind: str = "cumulative"
 
     def __post_init__(self):
         self.validate()
@@ -208,6 +216,7 @@ class MaskPredictParams:
             self.temperature, self.top_k, self.top_p, self.seed)
         self.stop_early = check_bool("stop_early", self.stop_early)
         self.return_pass_texts = check_bool("return_pass_texts", self.return_pass_texts)
+        self.output_kind = check_choice("output_kind", self.output_kind, OUTPUT_KINDS)
 
     @property
     def lengths(self) -> list[int]:

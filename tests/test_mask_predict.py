@@ -240,6 +240,21 @@ def test_outputs_show_progress(checkpoint):
     assert last.metrics.e2e >= last.metrics.ttft
 
 
+def test_final_only_requests_output_their_last_pass_only(checkpoint):
+    ex = executor(checkpoint)
+    for kind in ("cumulative", "final_only"):
+        add(ex, kind, PROMPTS[0], MaskPredictParams(length=6, iterations=3, output_kind=kind, return_pass_texts=True))
+    seen = {"cumulative": [], "final_only": []}
+    while ex.has_unfinished():
+        for out in ex.step():
+            seen[out.request_id].append(out)
+    assert len(seen["cumulative"]) == 3 and [o.finished for o in seen["final_only"]] == [True]
+    every, final = seen["cumulative"][-1], seen["final_only"][0]
+    assert final.token_ids == every.token_ids and final.text == every.text
+    assert final.metrics.nfe == 3 and final.metrics.pass_texts == every.metrics.pass_texts
+    assert final.metrics.ttft is not None and final.metrics.ttft < final.metrics.e2e
+
+
 def test_abort(checkpoint):
     ex = executor(checkpoint)
     add(ex, "a", PROMPTS[0], MaskPredictParams(length=4, iterations=4))
@@ -252,7 +267,8 @@ def test_abort(checkpoint):
 @pytest.mark.parametrize(
     "kwargs, field",
     [(dict(iterations=0), "iterations"), (dict(length=0), "length"), (dict(threshold=0.0), "threshold"),
-     (dict(threshold=1.5), "threshold"), (dict(length_candidates=[4, 0]), "length_candidates")],
+     (dict(threshold=1.5), "threshold"), (dict(length_candidates=[4, 0]), "length_candidates"),
+     (dict(output_kind="delta"), "output_kind")],
 )
 def test_bad_params(kwargs, field):
     with pytest.raises(ValueError, match=field):

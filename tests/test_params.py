@@ -73,6 +73,8 @@ def test_shared_sampling_fields_reject(cls, kwargs, error, message):
         (dict(logprobs=-1), ValueError, r"logprobs must be in \[0, 20\]"),
         (dict(logprobs=21), ValueError, r"logprobs must be in \[0, 20\]"),
         (dict(logprobs=True), TypeError, "logprobs must be an int, got bool"),
+        (dict(output_kind="delta"), ValueError, r"output_kind must be one of \('cumulative', 'final_only'\)"),
+        (dict(output_kind=None), TypeError, "output_kind must be a str"),
     ],
 )
 def test_sampling_params_reject(kwargs, error, message):

@@ -79,10 +79,13 @@ class GenerationBody(StrictBody):
         """SamplingParams (causal) or MaskPredictParams (masked) for choice `choice` of n.
 
         Choice i of a seeded request draws with seed + i, so the n choices differ and each is
-        reproducible. Raises ValueError naming a field that does not apply to `kind`.
+        reproducible; a request that is not streamed asks the engine for final outputs only.
+        Raises ValueError naming a field that does not apply to `kind`.
         """
         seed = None if self.seed is None else self.seed + choice
-        shared = dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=seed)
+        # a response that is not streamed reads only each choice's final output
+        shared = dict(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=seed,
+                      output_kind="cumulative" if self.stream else "final_only")
         if kind == "causal":
             self._reject_fields(MASKED_ONLY, MaskPredictParams, "a masked LM")
             given = dict(shared, max_tokens=max_tokens, stop=self.stop, min_tokens=self.min_tokens,

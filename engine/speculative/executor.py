@@ -142,9 +142,9 @@ class SpeculativeExecutor(AutoregressiveExecutor):
         while live:
             outputs, finished = processor.process([sampling[i] for i in live], [verdict.tokens[i][r] for i in live],
                                                   [verdict.logprobs[i][r] for i in live], now)
-            latest.update(zip(live, outputs))
+            latest.update((out.request_id, out) for out in outputs)
             for req in finished:
                 self._remove(req)
             r += 1
             live = [i for i in live if r < len(verdict.tokens[i]) and not sampling[i].is_finished]
-        return [latest[i] for i in range(len(sampling))]
+        return [latest[req.request_id] for req in sampling if req.request_id in latest]
