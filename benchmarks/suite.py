@@ -35,7 +35,8 @@ class Sizes:
     new_tokens: int = 32  # user checkpoints: AR max tokens and mask-predict slots
     latency_requests: int = 48
     latency_load: tuple = (0.25, 0.5)  # arrival rates as fractions of AR's measured capacity
-    reps: int = 9  # paired engine/HF repetitions per throughput point: these machines are noisy
+    reps: int = 15  # paired engine/HF repetitions per throughput point (with 9, a point's ratio moved by
+    # ~0.1 between runs on these noisy machines)
     warmup: int = 1
 
     @classmethod
