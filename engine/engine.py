@@ -86,14 +86,18 @@ class Engine:
 
     # ---- adding requests -------------------------------------------------------------
 
-    def add_request(self, prompt, params=None, request_id=None, arrival_time=None) -> str:
-        """Validate and queue a request; returns its id. Nothing is queued when it raises."""
+    def add_request(self, prompt, params=None, request_id=None, arrival_time=None, *, output_kind=None) -> str:
+        """Validate and queue a request; returns its id. Nothing is queued when it raises.
+        output_kind, when given, replaces the params' own for this request (LLM.generate asks
+        for "final_only"); the caller's params object is not changed."""
         executor = self.executor
-        params = self.params_type() if params is None else params
+        params = executor.params_type() if params is None else params
         self._check_params_type(params)
         # The request's own params: validate() below gives the copy fresh lists, so a caller
         # who reuses and changes their params object cannot reach a request already checked.
         params = copy.copy(params)
+        if output_kind is not None:
+            params.output_kind = output_kind
         check_params_for_model(params, self.loaded.vocab_size, has_tokenizer=self.tokenizer is not None,
                                eos_token_ids=self.loaded.eos_token_ids)
         request_id = self._new_request_id(request_id)
@@ -106,15 +110,10 @@ class Engine:
         self._live.add(request_id)
         return request_id
 
-    @property
-    def params_type(self) -> type:
-        """The params class this engine's model takes: SamplingParams or MaskPredictParams."""
-        return self.executor.params_type
-
     def _check_params_type(self, params):
         if type(params) not in NEEDS:
             raise TypeError(f"params must be SamplingParams or MaskPredictParams, got {type(params).__name__}")
-        expected = self.params_type
+        expected = self.executor.params_type
         if not isinstance(params, expected):
             raise TypeError(
                 f"{type(params).__name__} need {NEEDS[type(params)]}; "

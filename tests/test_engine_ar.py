@@ -193,17 +193,22 @@ def test_step_api_streams_and_reports_metrics(checkpoints):
 
 
 def test_final_only_requests_output_once_the_same_as_cumulative_ones(checkpoints):
-    """A "final_only" request gives no output until it finishes, and then the one a
-    "cumulative" twin in the same batch ends with; LLM.generate leaves the caller's params."""
+    """A "final_only" request (by its params or add_request's override) gives no output until
+    it finishes, and then the one a "cumulative" twin in the same batch ends with; neither the
+    override nor LLM.generate changes the caller's params."""
     engine = Engine(checkpoints["llama"], num_kv_blocks=32, block_size=4)
     params = {kind: SamplingParams(max_tokens=5, stop_token_ids=[7], output_kind=kind, **GREEDY)
               for kind in ("cumulative", "final_only")}
     ids = {kind: engine.add_request(PROMPTS[1], p) for kind, p in params.items()}
+    ids["override"] = engine.add_request(PROMPTS[1], params["cumulative"], output_kind="final_only")
+    with pytest.raises(ValueError, match="output_kind must be one of"):
+        engine.add_request(PROMPTS[1], params["cumulative"], output_kind="delta")
     seen = {kind: [] for kind in ids}
     while engine.has_unfinished():
         for out in engine.step():
             seen[next(k for k, rid in ids.items() if rid == out.request_id)].append(out)
     assert len(seen["cumulative"]) > 1 and [o.finished for o in seen["final_only"]] == [True]
+    assert [o.finished for o in seen["override"]] == [True] and params["cumulative"].output_kind == "cumulative"
     every, final = seen["cumulative"][-1], seen["final_only"][0]
     assert (final.token_ids, final.text, final.finish_reason) == (every.token_ids, every.text, every.finish_reason)
     assert final.metrics.generated_tokens == every.metrics.generated_tokens and final.metrics.tpot is not None
