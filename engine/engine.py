@@ -2,7 +2,8 @@
 
     Engine.add_request -> checks (params type, request id, prompt, token ids against the
                           model's vocabulary, the executor's fit check) -> executor.add
-    Engine.step        -> executor.step -> outputs of every request that progressed
+    Engine.step        -> executor.step -> outputs of every request that progressed (of an
+                          output_kind "final_only" request, only when it finishes)
 
 The executor is chosen by the checkpoint's kind: `AutoregressiveExecutor` for a causal LM
 (engine/autoregressive.py), `MaskPredictExecutor` for a masked LM (engine/mask_predict.py),
