@@ -87,6 +87,7 @@ def _sampling_fields(rng):
         top_k=rng.choice([0, 0, -1, 1, 5, 10**6, 2**63 - 1, np.int64(3)]),
         top_p=rng.choice([1.0, 1.0, 0.9, 0.5, 1e-300, 1e-45]),
         seed=rng.choice([None, None, 0, 7, -1, 2**64 + 5, np.uint64(2**63)]),
+        output_kind=rng.choice(["cumulative", "cumulative", "final_only"]),
     )
 
 
