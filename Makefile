@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Without a GPU the kernel check runs its tiny shapes in Triton's interpreter.
 GPU_CHECK_ARGS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo --quick)
 
-.PHONY: setup test bench bench-quick bench-speculative microbench kernels-check scale-check gpu clean
+.PHONY: setup test bench bench-quick bench-speculative microbench kernels-check scale-check gpu gpu-rehearsal clean
 
 setup: $(VENV)/.installed
 
@@ -54,5 +54,26 @@ scale-check: setup
 gpu:
 	OUT=$(OUT) bash benchmarks/gpu_session.sh
 
+# The GPU machine's Python stack, in a venv of its own: its image's python3 (3.12) and pins, and
+# only the packages it holds (no fastapi, uvicorn, openai). numpy < 2.4 is for the rehearsal
+# alone: triton 3.6's interpreter cannot run a loop over a runtime bound with a newer numpy
+# (the device compiles the kernels instead). pip pulls torch's CUDA build; it runs on CPU.
+# GPU_STACK_PYTHON=/path/to/python3.12 where python3.12 is not on PATH
+GPU_STACK_PYTHON ?= python3.12
+GPU_STACK_VENV := .venv-gpu-stack
+GPU_STACK := torch==2.11.0 triton==3.6.0 transformers==5.17.0 "numpy<2.4" numba safetensors tokenizers \
+	tqdm matplotlib httpx prometheus-client pytest pytest-benchmark
+
+$(GPU_STACK_VENV)/.installed: Makefile
+	$(GPU_STACK_PYTHON) -m venv $(GPU_STACK_VENV)
+	$(GPU_STACK_VENV)/bin/python -m pip install -q $(GPU_STACK)
+	touch $@
+
+# `make gpu`'s stages on this CPU under that stack, at CPU sizes: what would fail on the device
+# fails here first (results under $(OUT), default out/gpu-rehearsal/, which git ignores)
+gpu-rehearsal: $(GPU_STACK_VENV)/.installed
+	REHEARSAL=1 PYTHON=$(GPU_STACK_VENV)/bin/python OUT=$(or $(OUT),out/gpu-rehearsal) \
+		bash benchmarks/gpu_session.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) $(GPU_STACK_VENV) .pytest_cache .benchmarks

@@ -94,7 +94,7 @@ def collect(work: Path, out: Path) -> dict:
     (out / "session.json").write_text(json.dumps(session, indent=2))
 
     status_rows = [f"| {s['stage']} | {s['exit_code']} | {s['seconds']} |" for s in stages]
-    lines = ["# GPU session", "", f"GPU: {session['gpu']}", "", f"torch, triton, transformers: {session['versions']}",
+    lines = ["# GPU session", "", f"GPU: {session['gpu']}", "", f"torch, triton, transformers, Python: {session['versions']}",
              "", "| stage | exit code | seconds |", "|---|---|---|", *status_rows, "",
              f"GPU tests: {pytest_tail or 'no summary (see the pytest log in session.json)'}", "",
              "The headline report is in [report/report.md](report/report.md).", "", *sections]
