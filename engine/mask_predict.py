@@ -58,8 +58,8 @@ over every admitted request; new requests join at the next pass, finished ones l
 state of all running sequences lives in one `SequenceBatch` (engine/mask_batch.py: padded
 [sequences, slots] tensors on the engine's device), and every rule runs as tensor
 operations over all of them; Python runs per request only to admit it and to build its
-output. Text is decoded when an output's `text` is read, except for return_pass_texts,
-which decodes after every pass.
+output (engine/mask_outputs.py). Text is decoded when an output's `text` is read, except for
+return_pass_texts, which decodes after every pass.
 
 Fault isolation. A pass computes everything that can fail (forward, predictions, rules,
 scores) into a new batch before anything is replaced; if it raises, each request runs the
@@ -69,13 +69,12 @@ go on. A request whose pass text cannot be decoded fails alone the same way.
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 
 from engine.attention import AttentionMetadata
-from engine.detokenizer import batch_decode
 from engine.mask_batch import SequenceBatch
+from engine.mask_outputs import MaskOutputProcessor
 from engine.mask_schedule import SAMPLE_STREAM, num_blocks
 from engine.mask_template import template_ids
 from engine.output_processor import describe
@@ -177,13 +176,13 @@ class MaskPredictExecutor:
     def __init__(self, loaded, config, ops):
         tok = loaded.tokenizer
         self.template = template_ids(tok, "mask-predict")
-        self.model, self.tokenizer, self.ops, self.config = loaded.model, tok, ops, config
+        self.model, self.ops, self.config = loaded.model, ops, config
+        self.output_processor = MaskOutputProcessor(tok)
         self.mask_id = self.template[2]
-        self.eos_id = tok.eos_token_id
         self.max_positions = self.model.max_positions
         self.device = next(self.model.parameters()).device
         vocab_size = loaded.vocab_size
-        banned = sorted({i for i in tok.all_special_ids if i != self.eos_id and i < vocab_size})
+        banned = sorted({i for i in tok.all_special_ids if i != tok.eos_token_id and i < vocab_size})
         self.banned_ranges = _ranges(banned)  # [start, end) column ranges: a fill each, no gather
         self.waiting: deque[_Request] = deque()
         self.running: list[_Request] = []
@@ -257,13 +256,7 @@ class MaskPredictExecutor:
         requests = [*self.running, *self.waiting]
         self.running, self.waiting = [], deque()
         self._reset_batch()
-        return [self._failed(r, message) for r in requests]
-
-    def _failed(self, request, message) -> RequestOutput:
-        request.metrics.finished_time = time.perf_counter()
-        return RequestOutput(request.request_id, request.prompt, request.prompt_token_ids,
-                             list(request.sequences[0].tokens), "", finished=True, finish_reason="error",
-                             metrics=request.metrics, error=message)
+        return [self.output_processor.failed(r, message) for r in requests]
 
     # ---- admission ------------------------------------------------------------------------
 
@@ -377,7 +370,7 @@ class MaskPredictExecutor:
             seq.tokens_per_pass.append(seq.masked - masked)
             seq.masked = masked
             if seq.keeps_texts:
-                seq.pass_texts.append(None)  # decoded by _decode_pass_texts
+                seq.pass_texts.append(None)  # decoded by the output processor
             if o.done is not None and row[-1]:
                 seq.finished = True
                 seq.request.unfinished -= 1
@@ -390,7 +383,7 @@ class MaskPredictExecutor:
         """Outputs of a pass (of a "final_only" request, only the last); finished and failed
         requests leave."""
         with ranged("detokenize"):
-            self._decode_pass_texts(requests)
+            self.output_processor.decode_pass_texts(requests)
         now = time.perf_counter()
         outputs = []
         for request in requests:
@@ -398,60 +391,15 @@ class MaskPredictExecutor:
             if metrics.first_token_time is None:
                 metrics.first_token_time = now
             if request.error is not None:
-                outputs.append(self._failed(request, request.error))
+                outputs.append(self.output_processor.failed(request, request.error))
                 continue
             if not request.unfinished:
                 metrics.finished_time = now
             elif request.params.output_kind == "final_only":
                 continue
-            outputs.append(self._output(request))
+            outputs.append(self.output_processor.output(request))
         self._drop_done()
         return outputs
-
-    def _decode_pass_texts(self, requests) -> None:
-        """The text after this pass of every sequence that keeps pass texts, in one decode
-        call; if that fails, sequence by sequence, failing the requests that fail alone."""
-        pending = [seq for r in requests if r.params.return_pass_texts and r.error is None
-                   for seq in r.sequences if seq.pass_texts and seq.pass_texts[-1] is None]  # ran this pass
-        if not pending:
-            return
-        try:
-            texts = self._texts([seq.tokens for seq in pending], skip_special_tokens=False)
-        except Exception:  # noqa: BLE001 - find the sequence(s) that cannot be decoded
-            texts = []
-            for seq in pending:
-                try:
-                    texts += self._texts([seq.tokens], skip_special_tokens=False)
-                except Exception as error:  # noqa: BLE001
-                    seq.request.error = describe(error)
-                    texts.append("")
-        for seq, text in zip(pending, texts):
-            seq.pass_texts[-1] = text
-
-    def _texts(self, sequences, skip_special_tokens=False) -> list[str]:
-        """The texts of target slots in one batched decode, each up to its first
-        end-of-sequence token, masks shown."""
-        eos = self.eos_id
-        cut = [seq[: seq.index(eos)] if eos in seq else seq for seq in sequences]
-        return batch_decode(self.tokenizer, cut, skip_special_tokens=skip_special_tokens)
-
-    def _text(self, tokens) -> str:
-        return self._texts([tokens])[0]
-
-    def _output(self, request) -> RequestOutput:
-        """The request's output after this pass. Its metrics are the request's own, kept up to
-        date (as autoregressive outputs' are): the shown sequence's passes and pass texts."""
-        seq, metrics = request.shown(), request.metrics
-        finished = not request.unfinished
-        metrics.generated_tokens, metrics.nfe = seq.length, len(seq.tokens_per_pass)
-        metrics.tokens_per_pass = seq.tokens_per_pass
-        if request.params.return_pass_texts:
-            metrics.pass_texts = seq.pass_texts
-        return RequestOutput(
-            request.request_id, request.prompt, request.prompt_token_ids, seq.tokens,
-            detokenize=partial(self._text, seq.tokens), finished=finished,
-            finish_reason="length" if finished else None, metrics=metrics,
-        )
 
     def _drop_done(self) -> None:
         """Remove finished and failed requests, and the rows of sequences that are done."""

@@ -413,7 +413,7 @@ def test_a_request_whose_pass_fails_fails_alone(checkpoint, monkeypatch):
 
 
 def test_text_is_decoded_only_where_read_and_a_bad_pass_text_fails_alone(checkpoint, monkeypatch):
-    import engine.mask_predict as mask_predict
+    import engine.mask_outputs as mask_outputs
 
     decoded = []
 
@@ -423,8 +423,8 @@ def test_text_is_decoded_only_where_read_and_a_bad_pass_text_fails_alone(checkpo
             raise ValueError("cannot decode")
         return batch_decode(tokenizer, sequences, skip_special_tokens)
 
-    batch_decode = mask_predict.batch_decode
-    monkeypatch.setattr(mask_predict, "batch_decode", decode_unless_long)
+    batch_decode = mask_outputs.batch_decode
+    monkeypatch.setattr(mask_outputs, "batch_decode", decode_unless_long)
     ex = executor(checkpoint)
     quiet = MaskPredictParams(length=6, iterations=3)  # no pass texts: nothing decoded while running
     texts = MaskPredictParams(length=4, iterations=3, return_pass_texts=True)
