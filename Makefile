@@ -58,13 +58,15 @@ gpu:
 # only the packages it holds (no fastapi, uvicorn, openai). numpy < 2.4 is for the rehearsal
 # alone: triton 3.6's interpreter cannot run a loop over a runtime bound with a newer numpy
 # (the device compiles the kernels instead). pip pulls torch's CUDA build; it runs on CPU.
-# GPU_STACK_PYTHON=/path/to/python3.12 where python3.12 is not on PATH
-GPU_STACK_PYTHON ?= python3.12
+# The first Python 3.12 that runs: python3.12 on PATH, else pyenv's; or GPU_STACK_PYTHON=/path/to/it
+GPU_STACK_PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12; do \
+	$$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 GPU_STACK_VENV := .venv-gpu-stack
 GPU_STACK := torch==2.11.0 triton==3.6.0 transformers==5.17.0 "numpy<2.4" numba safetensors tokenizers \
 	tqdm matplotlib httpx prometheus-client pytest pytest-benchmark
 
 $(GPU_STACK_VENV)/.installed: Makefile
+	@test -n "$(GPU_STACK_PYTHON)" || { echo "gpu-rehearsal needs Python 3.12: set GPU_STACK_PYTHON=/path/to/python3.12"; exit 1; }
 	$(GPU_STACK_PYTHON) -m venv $(GPU_STACK_VENV)
 	$(GPU_STACK_VENV)/bin/python -m pip install -q $(GPU_STACK)
 	touch $@
