@@ -10,11 +10,10 @@ and 3-4 ms of system time, over a tenth of its time; with the thresholds fixed, 
 
 `keep_heap(device)` fixes both thresholds once per process when the device is a CPU: blocks
 up to 32 MiB (glibc's largest dynamic mmap threshold) come from the heap, and up to 256 MiB
-of free heap stays mapped. The
-setting is process-wide, glibc only, and applied where a CPU model starts (Engine, tensor-
-parallel workers); on CUDA, activations come from torch's caching allocator instead. Set
-DUODECODE_MALLOC_TUNING=0 to leave malloc as it is (with an LD_PRELOADed tcmalloc or
-jemalloc, for one).
+of free heap stays mapped. The setting is process-wide, glibc only, and applied where a CPU
+model starts (Engine, tensor-parallel workers); on CUDA, activations come from torch's caching
+allocator instead. Set DUODECODE_MALLOC_TUNING=0 to leave malloc as it is (with an
+LD_PRELOADed tcmalloc or jemalloc, for one).
 """
 import ctypes
 import os

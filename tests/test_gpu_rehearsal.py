@@ -3,7 +3,7 @@
 A GPU is lent rarely and for minutes, so the one-call session (benchmarks/gpu_session.sh)
 must not meet a renamed flag or a broken stage there. REHEARSAL=1 runs the same stages at
 CPU sizes; here under this interpreter (`make gpu-rehearsal` uses the GPU machine's stack).
-Slow (about 3 minutes): the stages are real, including the GPU tests and the compile report.
+Slow (about 4 minutes in CI): the stages are real, including the GPU tests and the compile report.
 """
 import json
 import os
