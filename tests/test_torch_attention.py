@@ -18,9 +18,19 @@ def _tables(positions, half):
     return angles.cos(), angles.sin()
 
 
+def _heads(tokens, q_heads, kv_heads, head_dim, dtype, fused):
+    """q, k, v: separate tensors, or (fused) views of one [T, (Hq + 2 Hkv) D] projection."""
+    if not fused:
+        return tuple(torch.randn(tokens, h, head_dim).to(dtype) for h in (q_heads, kv_heads, kv_heads))
+    qkv = torch.randn(tokens, (q_heads + 2 * kv_heads) * head_dim).to(dtype)
+    parts = qkv.split([q_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    return tuple(p.view(tokens, -1, head_dim) for p in parts)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_rotation_equals_the_reference_in_every_layer(dtype, with_bias):
+@pytest.mark.parametrize("fused", [False, True])
+def test_rotation_equals_the_reference_in_every_layer(dtype, with_bias, fused):
     torch.manual_seed(0)
     tokens, q_heads, kv_heads, head_dim = 7, 4, 2, 8
     cos, sin = _tables(32, head_dim // 2)
@@ -28,13 +38,28 @@ def test_rotation_equals_the_reference_in_every_layer(dtype, with_bias):
     bias = torch.randn((q_heads + 2 * kv_heads) * head_dim).to(dtype) if with_bias else None
     plan = make_plan(AttentionMetadata("encoder", torch.tensor([0, 4, 7], dtype=torch.int32)), None)
     for _layer in range(2):  # the second layer reuses the first one's gathered tables
-        q = torch.randn(tokens, q_heads, head_dim).to(dtype)
-        k = torch.randn(tokens, kv_heads, head_dim).to(dtype)
-        v = torch.randn(tokens, kv_heads, head_dim).to(dtype)
-        got = _rotated(q, k, v, Rope(positions, cos, sin, bias), plan)
+        q, k, v = _heads(tokens, q_heads, kv_heads, head_dim, dtype, fused)
+        before = [t.clone() for t in (q, k, v)]
+        with torch.inference_mode():  # as the engine runs it
+            got = _rotated(q, k, v, Rope(positions, cos, sin, bias), plan)
         want = reference.rotary_store_kv(q, k, v, positions, cos, sin, None, None, None, bias)
         for g, w in zip(got, want):
             assert g.dtype == dtype and torch.equal(g, w)
+        assert all(torch.equal(t, b) for t, b in zip((q, k, v), before))  # the inputs are untouched
+
+
+def test_fused_heads_are_not_copied():
+    """q, k, v split from one projection are rotated from that buffer: v comes back as a
+    view of it. Separate tensors (or heads out of order) are joined by a copy."""
+    q, k, v = _heads(5, 4, 2, 8, torch.float32, fused=True)
+    with torch.inference_mode():
+        plan = make_plan(AttentionMetadata("encoder", torch.tensor([0, 5], dtype=torch.int32)), None)
+        cos, sin = _tables(8, 4)
+        rope = Rope(torch.arange(5), cos, sin)
+        assert _rotated(q, k, v, rope, plan)[2].data_ptr() == v.data_ptr()
+        assert _rotated(q, v, k, rope, plan)[2].data_ptr() != k.data_ptr()  # k, v swapped: not in a row
+        apart = [t.clone() for t in (q, k, v)]
+        assert _rotated(*apart, rope, plan)[2].data_ptr() != apart[2].data_ptr()
 
 
 def test_other_tables_are_gathered_anew():
