@@ -263,8 +263,13 @@ class SequenceBatch:
             view = torch.where(predicted, tokens, self.tokens)
             confidence = torch.where(predicted, confidence, self.confidence)
         keep_masked = ((self.block_pass[:, None] < self.drops) & in_block).sum(1)  # n(t) of each block
-        fill, remask = self._decide(PassView(predicted, confidence, in_block, keep_masked, self.seed,
-                                             self.passes_run), features)
+        if "threshold" not in features and not bool(keep_masked.any()):
+            # n(t) = 0 in every row (each block's last scheduled pass; every pass of T = 1):
+            # whatever the rule, every prediction is kept and nothing goes back to the mask
+            fill, remask = predicted, torch.zeros_like(predicted)
+        else:
+            fill, remask = self._decide(PassView(predicted, confidence, in_block, keep_masked, self.seed,
+                                                 self.passes_run), features)
         scheduled_left = self.block_pass + 1 < self.block_passes  # a scheduled block runs all its passes
         converged = None
         if "stop_early" in features:

@@ -19,7 +19,9 @@ Ties: lowest first for remasking, highest first for filling, and in both the low
 position first among equal keys (`smallest` sorts stably).
 
 A new remasking rule is one function `rule(view: PassView) -> (fill, remask)` and one entry
-in REMASK_RULES; MaskPredictParams accepts the names of this table.
+in REMASK_RULES; MaskPredictParams accepts the names of this table. When n(t) = 0 a rule
+must fill every predicted slot and remask none (nothing is left masked): a pass in which
+every row has n(t) = 0 takes that answer without calling the rules.
 """
 from dataclasses import dataclass
 
