@@ -32,9 +32,12 @@ class GPT2Attention(nn.Module):
             scale /= layer_idx + 1
         self.attn = PagedAttention(ops.attention, self.num_heads, self.num_heads, self.head_dim, scale)
 
-    def forward(self, x, meta):
+    def forward(self, x, meta, rows=None):
+        """[T, hidden] -> [T, hidden], or [R, hidden] at `rows` only (the output projection is
+        row by row, so it runs at those rows alone)."""
         q, k, v = self.qkv_proj(x).view(-1, 3 * self.num_heads, self.head_dim).chunk(3, dim=1)
-        return self.o_proj(self.attn(q, k, v, meta).flatten(1))
+        attended = self.attn(q, k, v, meta).flatten(1)
+        return self.o_proj(attended if rows is None else attended.index_select(0, rows))
 
 
 class GPT2Block(nn.Module):
@@ -54,9 +57,9 @@ class GPT2Block(nn.Module):
             x, residual = self.ln_1(hidden), hidden
         else:
             x, residual = self.ln_1(hidden, residual)
-        attended = self.attn(x, meta)
+        attended = self.attn(x, meta, rows)
         if rows is not None:
-            attended, residual = attended.index_select(0, rows), residual.index_select(0, rows)
+            residual = residual.index_select(0, rows)
         x, residual = self.ln_2(attended, residual)
         return self.mlp(x), residual
 

@@ -40,16 +40,18 @@ class LlamaAttention(nn.Module):
         self.o_proj = RowParallelLinear(num_heads * self.head_dim, config.hidden_size, attention_bias, tp)
         self.attn = PagedAttention(ops.attention, self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
 
-    def forward(self, qkv, positions, meta):
+    def forward(self, qkv, positions, meta, rows=None):
         """qkv [T, (Hq + 2 Hkv) D]: the qkv projection without its bias (the decoder layer runs
         it fused with the input norm); the bias goes in with the rotation and the cache store
-        (one kernel on GPUs)."""
+        (one kernel on GPUs). Returns [T, hidden], or [R, hidden] at `rows` only (the output
+        projection is row by row, so it runs at those rows alone)."""
         q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         rope = Rope(positions, *self.rotary.get(qkv.device), self.qkv_proj.bias)
-        return self.o_proj(self.attn(q, k, v, meta, rope).flatten(1))
+        attended = self.attn(q, k, v, meta, rope).flatten(1)
+        return self.o_proj(attended if rows is None else attended.index_select(0, rows))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -74,9 +76,9 @@ class LlamaDecoderLayer(nn.Module):
             qkv, residual = self.input_layernorm.linear(hidden, qkv_proj.weight), hidden
         else:
             qkv, residual = self.input_layernorm.linear(hidden, qkv_proj.weight, residual=residual)
-        attended = self.self_attn(qkv, positions, meta)
+        attended = self.self_attn(qkv, positions, meta, rows)
         if rows is not None:
-            attended, residual = attended.index_select(0, rows), residual.index_select(0, rows)
+            residual = residual.index_select(0, rows)
         gate_up, residual = self.post_attention_layernorm.linear(attended, gate_up_proj.weight, gate_up_proj.bias,
                                                                  residual)
         return self.mlp(gate_up), residual
