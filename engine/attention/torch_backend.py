@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kernels.reference import cast
+
 
 MAX_LENGTH_GROUPS = 4  # more runs of equal length: one padded, masked call (fewer launches)
 MIN_RUN_SEQUENCES = 4  # fewer sequences per run on average: one padded call too
@@ -169,7 +171,7 @@ def _rotated(q, k, v, rope, plan):
     qk = x[:, : q.shape[1] + k.shape[1]].float()
     half = x.shape[2] // 2
     swapped = torch.cat([qk[..., half:], qk[..., :half]], dim=-1)
-    q_out, k_out = (qk * cos + swapped * signed_sin).to(q.dtype).split([q.shape[1], k.shape[1]], dim=1)
+    q_out, k_out = cast(qk * cos + swapped * signed_sin, q.dtype).split([q.shape[1], k.shape[1]], dim=1)
     return q_out, k_out, x[:, q.shape[1] + k.shape[1]:]
 
 
@@ -204,7 +206,7 @@ def _attend(q, k, v, plan, scale):
     out = _sdpa(q, k, v, plan.batch, plan.q_len, plan.k_len, plan.mask, plan.is_causal, scale)
     if plan.q_unpad is not None:
         out = _rows(out, plan.q_unpad)
-    return out.to(dtype)
+    return cast(out, dtype)
 
 
 def _attend_groups(q, k, v, plan, scale):
