@@ -20,7 +20,6 @@ With tensor_parallel_size > 1 the model the executor gets is rank 0's TensorPara
 (also on garbage collection and at interpreter exit). A worker that dies makes every later
 request fail with an error naming it.
 """
-import copy
 import itertools
 import random
 import time
@@ -94,11 +93,9 @@ class Engine:
         executor = self.executor
         params = executor.params_type() if params is None else params
         self._check_params_type(params)
-        # The request's own params: validate() below gives the copy fresh lists, so a caller
-        # who reuses and changes their params object cannot reach a request already checked.
-        params = copy.copy(params)
-        if output_kind is not None:
-            params.output_kind = output_kind
+        # The request's own params, validated: a caller who reuses and changes their params
+        # object cannot reach a request already checked.
+        params = params.request_copy(output_kind)
         check_params_for_model(params, self.loaded.vocab_size, has_tokenizer=self.tokenizer is not None,
                                eos_token_ids=self.loaded.eos_token_ids)
         request_id = self._new_request_id(request_id)

@@ -3,7 +3,9 @@
 A bad value raises ValueError (or TypeError for a wrong type) naming the field and the
 allowed range, before the request reaches the engine. Values are stored in canonical form
 (numpy numbers as Python ones, sequences as lists), and `validate()` can be called again
-after a field is changed; the Engine does so when a request arrives.
+after a field is changed. The Engine takes each request's own copy with `request_copy()`,
+which validates again; validate() remembers the values it approved, so params nobody changed
+since are checked by identity, field by field, instead of every check running again.
 
 The ranges are what both sampler backends represent identically (per-row fp32 temperature
 and top_p, int64 top_k and seeds):
@@ -23,9 +25,10 @@ and top_p, int64 top_k and seeds):
 """
 import functools
 import inspect
+import operator
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from engine.mask_rules import REMASK_RULES
 from engine.validation import (
@@ -66,8 +69,67 @@ def _stop_strings(stop) -> list[str]:
     return [str(s) for s in stop]
 
 
+class _Approved:
+    """What the params classes share: validate() records the values it approved (a field
+    holding the very object approved is unchanged; a list must hold the very items), and
+    `request_copy`. Each class names its list fields in `_lists` (see `_track`). The approval
+    is a slot, outside the instance's __dict__, so vars(params) holds the fields alone."""
+
+    __slots__ = ("_approved",)
+    _lists: tuple = ()
+    _others = None  # operator.attrgetter of the fields that are not lists
+
+    def __post_init__(self):
+        self._approved = None
+        self.validate()
+
+    def _approve(self) -> None:
+        lists = [None if (v := getattr(self, n)) is None else tuple(v) for n in self._lists]
+        self._approved = (self._others(self), lists)
+
+    def _unchanged(self) -> bool:
+        approved = self._approved
+        if approved is None or not all(map(operator.is_, self._others(self), approved[0])):
+            return False
+        for name, items in zip(self._lists, approved[1]):
+            value = getattr(self, name)
+            if items is None:
+                if value is not None:
+                    return False
+            elif type(value) is not list or len(value) != len(items) or not all(map(operator.is_, value, items)):
+                return False
+        return True
+
+    def request_copy(self, output_kind: str | None = None):
+        """A validated copy for one request, lists included, so the caller may change or reuse
+        this object afterwards without reaching the request; output_kind, when given, replaces
+        this one's in the copy. Raises as validate() does."""
+        self.validate()
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy._approved = self._approved  # its lists hold the same items (output_kind may differ)
+        for name in self._lists:
+            if copy.__dict__[name] is not None:
+                copy.__dict__[name] = list(copy.__dict__[name])
+        if output_kind is not None:
+            copy.output_kind = check_choice("output_kind", output_kind, OUTPUT_KINDS)
+        return copy
+
+
+def _track(lists: tuple):
+    """Class decorator (over @dataclass): the list fields of an _Approved class."""
+
+    def decorate(cls):
+        cls._lists = lists
+        cls._others = operator.attrgetter(*(f.name for f in fields(cls) if f.name not in lists))
+        return cls
+
+    return decorate
+
+
+@_track(("stop_token_ids", "stop"))
 @dataclass
-class SamplingParams:
+class SamplingParams(_Approved):
     """Autoregressive decoding of a causal LM.
 
     temperature 0 is greedy; top_k 0 or -1 disables top-k; top_p 1.0 disables nucleus
@@ -90,11 +152,11 @@ class SamplingParams:
     logprobs: int | None = None
     output_kind: str = "cumulative"
 
-    def __post_init__(self):
-        self.validate()
-
     def validate(self) -> None:
-        """Check every field and store it in canonical form; idempotent."""
+        """Check every field and store it in canonical form; idempotent (and a no-op when no
+        field changed since the last call)."""
+        if self._unchanged():
+            return
         self.temperature, self.top_k, self.top_p, self.seed = _sampling_fields(
             self.temperature, self.top_k, self.top_p, self.seed)
         self.max_tokens = check_int("max_tokens", self.max_tokens, low=1)
@@ -105,6 +167,7 @@ class SamplingParams:
         self.ignore_eos = check_bool("ignore_eos", self.ignore_eos)
         self.logprobs = check_int("logprobs", self.logprobs, low=0, high=MAX_LOGPROBS, allow_none=True)
         self.output_kind = check_choice("output_kind", self.output_kind, OUTPUT_KINDS)
+        self._approve()
 
 
 REMASK_MODES = tuple(REMASK_RULES)  # the names at import, for CLI choices (validation reads the table)
@@ -167,8 +230,9 @@ def _length_candidates(candidates) -> list[int] | None:
 
 
 @renamed_keyword("block_size", "block_length")
+@_track(("length_candidates",))
 @dataclass
-class MaskPredictParams:
+class MaskPredictParams(_Approved):
     """Mask-predict refinement of `length` masked slots in `iterations` parallel passes.
 
     Defaults reproduce Mask-Predict (Ghazvininejad et al., 2019): greedy, re-mask the lowest
@@ -198,11 +262,11 @@ class MaskPredictParams:
     return_pass_texts: bool = False
     output_kind: str = "cumulative"
 
-    def __post_init__(self):
-        self.validate()
-
     def validate(self) -> None:
-        """Check every field and store it in canonical form; idempotent."""
+        """Check every field and store it in canonical form; idempotent (and a no-op when no
+        field changed since the last call)."""
+        if self._unchanged():
+            return
         self.length = check_int("length", self.length, low=1)
         self.iterations = check_int("iterations", self.iterations, low=1, high=INT32_MAX)
         self.remask = check_choice("remask", self.remask, tuple(REMASK_RULES))
@@ -217,6 +281,7 @@ class MaskPredictParams:
         self.stop_early = check_bool("stop_early", self.stop_early)
         self.return_pass_texts = check_bool("return_pass_texts", self.return_pass_texts)
         self.output_kind = check_choice("output_kind", self.output_kind, OUTPUT_KINDS)
+        self._approve()
 
     @property
     def lengths(self) -> list[int]:

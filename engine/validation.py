@@ -15,7 +15,7 @@ request arrives, before anything is queued:
   check_prompt_ids(ids, vocab_size)              a prompt given as token ids
   check_tokenized_prompt(prompt, ids, vocab_size) the ids the tokenizer made of a str prompt
   check_params_for_model(params, vocab_size, has_tokenizer=..., eos_token_ids=...)
-                                                 the params, re-validated and against the model
+                                                 validated params against the model
 """
 import math
 from numbers import Integral, Real
@@ -149,14 +149,13 @@ def check_tokenized_prompt(prompt, ids, vocab_size) -> list[int]:
 
 
 def check_params_for_model(params, vocab_size, *, has_tokenizer, eos_token_ids=()) -> None:
-    """Params against the model they will run on; raises before anything is queued.
+    """Validated params (a request's `request_copy()`) against the model they will run on;
+    raises before anything is queued.
 
-    The params are validated again (a field may have been changed since construction), every
-    stop token id must be inside the model's vocabulary, stop strings need a tokenizer to
-    turn the output into text, and min_tokens must leave some token to draw: the stop ids
+    Every stop token id must be inside the model's vocabulary, stop strings need a tokenizer
+    to turn the output into text, and min_tokens must leave some token to draw: the stop ids
     and (unless ignore_eos) the model's `eos_token_ids` are banned until then.
     """
-    params.validate()
     stop_ids = getattr(params, "stop_token_ids", [])
     for t in stop_ids:
         if t >= vocab_size:

@@ -1,6 +1,8 @@
 """SamplingParams / MaskPredictParams: every field's type and range, the canonical forms they
 are stored in, and the documented edge rules (tiny temperatures, tiny top_p, seeds mod 2^64)."""
+import copy
 import dataclasses
+import pickle
 import warnings
 
 import numpy as np
@@ -144,6 +146,40 @@ def test_validate_again_after_a_change():
     q.iterations = 0
     with pytest.raises(ValueError, match="iterations"):
         q.validate()
+
+
+@pytest.mark.parametrize("cls", [SamplingParams, MaskPredictParams])
+def test_a_request_copy_is_validated_and_owns_its_lists(cls):
+    """request_copy() (what the engine keeps per request) validates only what changed since
+    the last validate(), by identity; a changed field, a list changed in place and a value of
+    the right number but the wrong type are all caught or made canonical."""
+    p = cls(seed=3) if cls is SamplingParams else cls(seed=3, length_candidates=[4, 6])
+    copy = p.request_copy("final_only")
+    assert copy == dataclasses.replace(p, output_kind="final_only") and p.output_kind == "cumulative"
+    listed = "stop_token_ids" if cls is SamplingParams else "length_candidates"
+    getattr(p, listed).append(9)  # the caller's list, changed after the copy was taken
+    assert 9 not in getattr(copy, listed)
+    getattr(p, listed).append(np.int64(11))  # in place: the same list, a numpy item
+    assert type(getattr(p.request_copy(), listed)[-1]) is int
+    p.seed = np.uint64(5)
+    assert type(p.request_copy().seed) is int
+    p.top_k = True  # == 1, but a bool
+    with pytest.raises(TypeError, match="top_k must be an int, got bool"):
+        p.request_copy()
+    p.top_k = 0
+    getattr(p, listed)[0] = -1
+    with pytest.raises(ValueError, match=listed):
+        p.request_copy()
+
+
+def test_the_approval_is_not_a_field():
+    p = MaskPredictParams(length=8, seed=1)
+    assert MaskPredictParams(**vars(p)) == p and "_approved" not in vars(p)
+    for other in (copy.copy(p), pickle.loads(pickle.dumps(p))):
+        assert other == p
+        other.length = 0
+        with pytest.raises(ValueError, match="length must be >= 1"):
+            other.validate()
 
 
 @pytest.mark.parametrize(

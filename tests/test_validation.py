@@ -69,14 +69,19 @@ def test_min_tokens_must_leave_a_token_to_draw():
 
 
 def test_params_changed_after_construction_are_caught():
+    """The engine checks each request's request_copy(), which validates what changed."""
     p = SamplingParams()
     p.temperature = -1.0
     with pytest.raises(ValueError, match="temperature must be >= 0"):
-        check_params_for_model(p, 8, has_tokenizer=True)
+        check_params_for_model(p.request_copy(), 8, has_tokenizer=True)
     p = SamplingParams()
     p.stop_token_ids = [99]
     with pytest.raises(ValueError, match="token id 99 is outside"):
-        check_params_for_model(p, 8, has_tokenizer=True)
+        check_params_for_model(p.request_copy(), 8, has_tokenizer=True)
+    p = SamplingParams(stop_token_ids=[3])
+    p.stop_token_ids.append(99)  # in place: the list is the very one validated, its items are not
+    with pytest.raises(ValueError, match="token id 99 is outside"):
+        check_params_for_model(p.request_copy(), 8, has_tokenizer=True)
 
 
 def test_scalar_helpers():
