@@ -169,8 +169,7 @@ def _rotated(q, k, v, rope, plan):
         x = (x.float() + rope.bias.float().view(-1, x.shape[2])).to(q.dtype)
     cos, signed_sin = _rotation(plan, rope)
     qk = x[:, : q.shape[1] + k.shape[1]].float()
-    half = x.shape[2] // 2
-    swapped = torch.cat([qk[..., half:], qk[..., :half]], dim=-1)
+    swapped = torch.roll(qk, x.shape[2] // 2, dims=-1)  # the halves exchanged: [x2, x1]
     q_out, k_out = cast(qk * cos + swapped * signed_sin, q.dtype).split([q.shape[1], k.shape[1]], dim=1)
     return q_out, k_out, x[:, q.shape[1] + k.shape[1]:]
 
