@@ -166,7 +166,7 @@ def _rotated(q, k, v, rope, plan):
         return q, k, v
     x = _side_by_side(q, k, v)
     if rope.bias is not None:
-        x = (x.float() + rope.bias.float().view(-1, x.shape[2])).to(q.dtype)
+        x = cast(x.float() + rope.bias.float().view(-1, x.shape[2]), q.dtype)
     cos, signed_sin = _rotation(plan, rope)
     qk = x[:, : q.shape[1] + k.shape[1]].float()
     swapped = torch.roll(qk, x.shape[2] // 2, dims=-1)  # the halves exchanged: [x2, x1]
