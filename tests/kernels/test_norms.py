@@ -83,3 +83,19 @@ def test_bad_arguments_raise(change, name):
         del args["bias"]
         with pytest.raises(ValueError, match=f"^{name} "):
             kernels.rms_norm(**args)
+
+
+@pytest.mark.parametrize("hidden", [64, 96, 100, 4096])
+def test_reference_rms_norm_is_hf_llama_bit_for_bit(hidden):
+    """The torch twin against HF's own LlamaRMSNorm (fp32, where HF rounds nowhere between
+    the steps): identical bits, so the CPU engine's greedy tokens can equal HF's exactly."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(hidden)
+    hf = LlamaRMSNorm(hidden, eps=1e-5)
+    with torch.no_grad():
+        hf.weight.copy_(torch.randn(hidden))
+    for scale in (1e-3, 1.0, 300.0):
+        x = torch.randn(33, hidden) * scale
+        with torch.no_grad():
+            assert torch.equal(reference.rms_norm(x, hf.weight, 1e-5), hf(x))
