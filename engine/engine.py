@@ -120,7 +120,9 @@ class Engine:
 
     def _new_request_id(self, request_id):
         if request_id is None:
-            request_id = next(i for i in map(str, self._ids) if i not in self._live)
+            request_id = str(next(self._ids))
+            while request_id in self._live:  # a caller's own id took this number
+                request_id = str(next(self._ids))
         if not isinstance(request_id, str):
             raise TypeError(f"request_id must be a str, got {type(request_id).__name__}")
         if request_id in self._live:

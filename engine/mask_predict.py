@@ -151,9 +151,14 @@ def predict_slots(ops, batch: SequenceBatch, inputs, logits, features: frozenset
 def pass_features(params: MaskPredictParams) -> tuple:
     """The parts of a pass a request's sequences need: their rule ("rule:<name>" or
     "threshold"), and "stop_early", "sampled" (temperature > 0), "scored" (length candidates)."""
-    features = ["threshold" if params.threshold is not None else f"rule:{params.remask}"]
-    features += ["stop_early"] * params.stop_early + ["sampled"] * (params.temperature > 0)
-    return tuple(features + ["scored"] * (len(params.lengths) > 1))
+    features = ("threshold",) if params.threshold is not None else (f"rule:{params.remask}",)
+    if params.stop_early:
+        features += ("stop_early",)
+    if params.temperature > 0:
+        features += ("sampled",)
+    if params.length_candidates is not None and len(params.length_candidates) > 1:
+        features += ("scored",)
+    return features
 
 
 def _ranges(ids: list[int]) -> list[tuple[int, int]]:
@@ -198,8 +203,8 @@ class MaskPredictExecutor:
 
     def check_request(self, prompt_token_ids, params) -> None:
         """ValueError when the request could never fit the model's positions or one pass."""
-        n = len(prompt_token_ids)
-        for length in params.lengths:
+        n, lengths = len(prompt_token_ids), params.lengths
+        for length in lengths:
             total = n + length + 2
             if total > self.max_positions:
                 raise ValueError(
@@ -212,19 +217,19 @@ class MaskPredictExecutor:
                     f"iterations ({params.iterations}) must be >= the number of blocks ({blocks}) "
                     f"of length {length} in blocks of block_length {params.block_length}"
                 )
-        need = sum(n + length + 2 for length in params.lengths)
+        need = sum(lengths) + (n + 2) * len(lengths)
         if need > self.config.max_num_batched_tokens:
             raise ValueError(
                 f"the request needs {need} tokens per pass, more than max_num_batched_tokens "
                 f"({self.config.max_num_batched_tokens})"
             )
-        if len(params.lengths) > self.config.max_num_seqs:
+        if len(lengths) > self.config.max_num_seqs:
             raise ValueError(
-                f"length_candidates ({len(params.lengths)}) exceed max_num_seqs ({self.config.max_num_seqs})"
+                f"length_candidates ({len(lengths)}) exceed max_num_seqs ({self.config.max_num_seqs})"
             )
 
     def add(self, request_id, prompt, prompt_token_ids, params, seed, arrival_time) -> None:
-        request = _Request(request_id, prompt, list(prompt_token_ids), params, seed,
+        request = _Request(request_id, prompt, prompt_token_ids, params, seed,  # the engine's own list
                            RequestMetrics(arrival_time=arrival_time, prompt_tokens=len(prompt_token_ids)),
                            [], pass_features(params))
         request.sequences = [_Sequence(request, n, self.mask_id) for n in params.lengths]
@@ -405,18 +410,17 @@ class MaskPredictExecutor:
         """Remove finished and failed requests, and the rows of sequences that are done."""
         gone = [r for r in self.running if r.error is not None or not r.unfinished]
         keep = [i for i, seq in enumerate(self.rows) if not seq.finished and seq.request.error is None]
-        if len(keep) < len(self.rows):
-            for i, seq in enumerate(self.rows):
+        if not keep:  # every row is done (each pass of T = 1): nothing to subtract row by row
+            self._reset_batch()
+        elif len(keep) < len(self.rows):
+            for seq in self.rows:
                 if seq.finished or seq.request.error is not None:
                     self.features.subtract(seq.request.features)
                     self.live_tokens -= len(seq.request.prompt_token_ids) + seq.length + 2
             rows = [self.rows[i] for i in keep]
-            if rows:
-                widths = {"slots": max(seq.length for seq in rows),
-                          "frame": max(len(seq.request.prompt_token_ids) + seq.length for seq in rows) + 3}
-                self.batch = self.batch.select(torch.tensor(keep, device=self.device), widths)
-                self.rows = rows
-            else:
-                self._reset_batch()
+            widths = {"slots": max(seq.length for seq in rows),
+                      "frame": max(len(seq.request.prompt_token_ids) + seq.length for seq in rows) + 3}
+            self.batch = self.batch.select(torch.tensor(keep, device=self.device), widths)
+            self.rows = rows
         if gone:
             self.running = [r for r in self.running if r.error is None and r.unfinished]
