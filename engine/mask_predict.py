@@ -114,6 +114,14 @@ class _Request:
     unfinished: int = 0  # sequences still refining
     error: str | None = None  # why it failed (or "aborted"): it leaves at the next _drop_done
 
+    def release(self) -> None:
+        """Called when the request leaves the executor: its sequences let go of it, which breaks
+        the request <-> sequence cycle, so reference counting frees the request and all it holds
+        at once. Left to the garbage collector, the report's batch-64, T = 1 decode left 1,664
+        objects in cycles, and its ~2 collections took 0.59 ms per decode (0.14 ms without)."""
+        for seq in self.sequences:
+            seq.request = None
+
     def shown(self) -> _Sequence:
         """The sequence outputs show: the best-scoring once all are done, else the first."""
         if self.unfinished or len(self.sequences) == 1:
@@ -240,6 +248,7 @@ class MaskPredictExecutor:
         for request in self.waiting:
             if request.request_id == request_id:
                 self.waiting.remove(request)
+                request.release()
                 return True
         for request in self.running:
             if request.request_id == request_id:
@@ -261,7 +270,10 @@ class MaskPredictExecutor:
         requests = [*self.running, *self.waiting]
         self.running, self.waiting = [], deque()
         self._reset_batch()
-        return [self.output_processor.failed(r, message) for r in requests]
+        outputs = [self.output_processor.failed(r, message) for r in requests]
+        for request in requests:
+            request.release()
+        return outputs
 
     # ---- admission ------------------------------------------------------------------------
 
@@ -424,3 +436,5 @@ class MaskPredictExecutor:
             self.rows = rows
         if gone:
             self.running = [r for r in self.running if r.error is None and r.unfinished]
+            for request in gone:
+                request.release()

@@ -1,4 +1,6 @@
 """Mask-predict on the engine equals the HF oracle; batching, variants and bad input."""
+import gc
+
 import pytest
 import torch
 from transformers import AutoModelForMaskedLM
@@ -262,6 +264,35 @@ def test_abort(checkpoint):
     ex.step()
     assert ex.abort("a") and not ex.abort("a") and not ex.abort("zzz")
     assert set(drain(ex)) == {"b"}
+
+
+def _live_requests():
+    return sum(type(o).__name__ == "_Request" and type(o).__module__ == "engine.mask_predict"
+               for o in gc.get_objects())
+
+
+def test_requests_that_leave_are_freed_without_the_garbage_collector(checkpoint, monkeypatch):
+    """A request and its sequences point at each other; a request that leaves (finished,
+    aborted waiting or running, failed in a pass, or failed with every other) must not stay
+    behind as a cycle for the collector to find."""
+    ex = executor(checkpoint)
+    poison_forward(ex, monkeypatch)
+    gc.collect()
+    before = _live_requests()
+    gc.disable()
+    try:
+        add(ex, "running", PROMPTS[0], MaskPredictParams(length=4, iterations=4))
+        add(ex, "bad", [10, POISON, 11], MaskPredictParams(length=3, iterations=2))
+        add(ex, "done", PROMPTS[1], MaskPredictParams(length_candidates=[2, 3], iterations=1))
+        ex.step()  # "bad" fails alone, "done" finishes
+        add(ex, "waiting", PROMPTS[2], MaskPredictParams(length=4, iterations=4))
+        assert ex.abort("waiting") and ex.abort("running") and not ex.has_unfinished()
+        add(ex, "last", PROMPTS[0], MaskPredictParams(length=4, iterations=4))
+        ex.step()
+        ex.fail_all("stopped")
+        assert _live_requests() == before
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize(
