@@ -318,3 +318,40 @@ def test_no_worker_process_is_left(checkpoints):
     gc.collect()
     assert wait_gone(SPAWNED, seconds=10)
     assert multiprocessing.active_children() == []
+
+
+class _PolledWork:
+    """A control operation as rank 0 polls it: each timed wait raises gloo's timeout until the
+    operation has ended; `ends_after` polls it ends, with `error` if it failed."""
+
+    def __init__(self, ends_after, error=None, completes_during_timeout=False):
+        self.polls, self.ends_after, self.error = 0, ends_after, error
+        self.completes_during_timeout = completes_during_timeout
+
+    def is_completed(self):
+        return self.polls >= self.ends_after
+
+    def wait(self, timeout=None):
+        if timeout is not None:
+            self.polls += 1
+            if self.polls < self.ends_after or self.completes_during_timeout:
+                raise RuntimeError("Operation timed out!")
+        if self.error is not None:
+            raise RuntimeError(self.error)
+        return True
+
+
+@pytest.mark.parametrize("work, raises", [
+    (_PolledWork(ends_after=3), None),
+    (_PolledWork(ends_after=1, completes_during_timeout=True), None),  # ended just after the poll gave up
+    (_PolledWork(ends_after=2, error="peer gone", completes_during_timeout=True), "peer gone"),
+])
+def test_rank0_poll_tells_a_late_success_from_a_failure(work, raises):
+    from engine.distributed.group import WorkerGroup
+
+    group = type("Group", (), {"_check_workers": lambda self: None})()
+    if raises is None:
+        WorkerGroup.wait(group, work)
+    else:
+        with pytest.raises(RuntimeError, match=raises):
+            WorkerGroup.wait(group, work)

@@ -105,7 +105,10 @@ class WorkerGroup:
                 return
             except RuntimeError:
                 if work.is_completed():
-                    raise  # it failed (a peer gone): not a poll's timeout
+                    # it ended between the poll's timeout and this check, or it failed (a peer
+                    # gone): waiting again returns at once, or raises its own error
+                    work.wait()
+                    return
             self._check_workers()
             if time.monotonic() > deadline:
                 raise TensorParallelError(f"a tensor-parallel worker did not answer within {COLLECTIVE_TIMEOUT}")
