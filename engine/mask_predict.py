@@ -164,7 +164,7 @@ def pass_features(params: MaskPredictParams) -> tuple:
         features += ("stop_early",)
     if params.temperature > 0:
         features += ("sampled",)
-    if params.length_candidates is not None and len(params.length_candidates) > 1:
+    if len(params.lengths) > 1:
         features += ("scored",)
     return features
 
