@@ -138,8 +138,9 @@ def rms_norm(x, weight, eps, residual=None):
     """y = x / sqrt(mean(x^2) + eps) * weight; with a residual, h = x + residual, returns (y, h)."""
     h = _add_residual(x, residual)
     hf = cast(h, torch.float32)
-    # mean(hf^2) + eps as sum / D + eps, in place on the [M, 1] column: bit for bit what
-    # .pow(2).mean() + eps gives (mean is a sum and a division), in 4 dispatches instead of 11
+    # mean(hf^2) + eps as sum / D + eps: bit for bit what .pow(2).mean() + eps gives (torch's
+    # mean is a sum and a division), with the division, eps and rsqrt in place on the one
+    # [M, 1] column instead of three new tensors and mean's own wrapper dispatch
     scale = (hf * hf).sum(-1, keepdim=True).div_(h.shape[-1]).add_(eps).rsqrt_()
     y = cast(hf * scale * cast(weight, torch.float32), x.dtype)
     return y if residual is None else (y, h)
