@@ -395,11 +395,13 @@ def _stratum(row, stratum):
 def throughput_section(results, plots):
     rows = results["throughput"]
     lines = ["## 2. Throughput, engine against HF, and latency", "", f"![throughput]({plots.get('throughput', '')})", "",
-             "Seconds: median (interquartile range) over the repetitions after warm-up; engine/HF: the ratio of "
+             "Seconds: median (interquartile range) over the repetitions after warm-up (reps: how many; a "
+             "point repeats until its timed runs add up to a few seconds, so a fast point's median is as "
+             "steady as a slow one's); engine/HF: the ratio of "
              "the median times, with the range of the per-repetition paired ratios. AR runs to its natural "
              "length (stops at `<eos>`); mask-predict asks the length head, then runs T passes.", "",
              _table(rows, [("mode", "mode"), ("config", "config"), ("batch", "batch"),
-                           ("engine s", lambda r: _spread(r["seconds"])),
+                           ("reps", lambda r: r["seconds"]["n"]), ("engine s", lambda r: _spread(r["seconds"])),
                            ("HF s", lambda r: _spread(r["hf_seconds"]) if "hf_seconds" in r else "-"),
                            ("engine/HF", lambda r: f"{r['speedup']:.2f}x ({r['speedup_paired']['min']:.2f}-"
                                                    f"{r['speedup_paired']['max']:.2f})" if "speedup" in r else "-"),
@@ -412,8 +414,8 @@ def throughput_section(results, plots):
         side = lambda who, part: lambda r: r["split"][who][part]  # noqa: E731
         lines += ["Where each side's time goes (CPU): per run, the median seconds inside the model's calls (the "
                   "engine's forward and LM head; HF's model forward, its head included) and of everything else "
-                  "(intake, scheduling, sampling or the mask-predict rules, outputs), over as many paired "
-                  "repetitions again, with timers inside those calls.", "",
+                  "(intake, scheduling, sampling or the mask-predict rules, outputs), over a second set of paired "
+                  "repetitions (the minimum count of the table above), with timers inside those calls.", "",
                   _table(split, [("mode", "mode"), ("config", "config"), ("batch", "batch"),
                                  ("engine model s", side("engine", "model")), ("engine rest s", side("engine", "rest")),
                                  ("HF model s", side("hf", "model")), ("HF rest s", side("hf", "rest")),

@@ -35,18 +35,20 @@ class Sizes:
     new_tokens: int = 32  # user checkpoints: AR max tokens and mask-predict slots
     latency_requests: int = 48
     latency_load: tuple = (0.25, 0.5)  # arrival rates as fractions of AR's measured capacity
-    reps: int = 15  # paired engine/HF repetitions per throughput point (with 9, a point's ratio moved by
-    # ~0.1 between runs on these noisy machines)
+    reps: int = 15  # paired engine/HF repetitions per throughput point, at least;
+    point_seconds: float = 4.0  # more until a point's timed calls add up to this (both sides),
+    max_reps: int = 150  # at most this many: a fast point gets as steady a median as a slow one
     warmup: int = 1
 
     @classmethod
     def quick(cls):
         return cls(quality_prompts=64, sampling_seeds=2, temperatures=(1.0,), passes=(1, "N"),
-                   batch_sizes=(1, 4), throughput_passes=(1, "N"), latency_requests=8, latency_load=(0.5,), reps=2)
+                   batch_sizes=(1, 4), throughput_passes=(1, "N"), latency_requests=8, latency_load=(0.5,), reps=2,
+                   point_seconds=0.0)
 
     @classmethod
     def gpu(cls):
-        return cls(batch_sizes=(1, 4, 16, 64, 256), latency_requests=256, reps=5)
+        return cls(batch_sizes=(1, 4, 16, 64, 256), latency_requests=256, reps=5, point_seconds=0.0)
 
 
 def display_path(path):

@@ -17,8 +17,9 @@ from . import stats
 from .timing import paired_times
 
 
-def timed_point(engine_fn, baseline_fn, device, warmup, reps):
-    """(last engine result, last baseline result, summary dict) of alternating timed runs."""
+def timed_point(engine_fn, baseline_fn, device, warmup, reps, min_seconds=0.0, max_reps=None):
+    """(last engine result, last baseline result, summary dict) of alternating timed runs
+    (at least `reps`, more up to `max_reps` until they add up to `min_seconds`: paired_times)."""
     results = {}
 
     def run(key, fn):
@@ -26,7 +27,7 @@ def timed_point(engine_fn, baseline_fn, device, warmup, reps):
 
     engine_times, hf_times = paired_times(lambda: run("engine", engine_fn),
                                           None if baseline_fn is None else (lambda: run("hf", baseline_fn)),
-                                          device, warmup, reps)
+                                          device, warmup, reps, min_seconds, max_reps)
     summary = {"seconds": stats.spread(engine_times)}
     if hf_times:
         ratios = [h / e for e, h in zip(engine_times, hf_times)]

@@ -65,14 +65,20 @@ def _split(run, llm, hf, engine_fn, baseline_fn):
                                            [(hf, "forward")], run.sizes.reps)}
 
 
+def _timed(run, engine_fn, baseline_fn):
+    sizes = run.sizes
+    return throughput.timed_point(engine_fn, baseline_fn, run.device, sizes.warmup, sizes.reps,
+                                  sizes.point_seconds, sizes.max_reps)
+
+
 def ar_point(run, llm, hf, prompt_texts, prompt_ids):
-    tok, sizes = llm.tokenizer, run.sizes
+    tok = llm.tokenizer
     limit = llm.engine.loaded.max_positions - len(prompt_ids[0])
     params = SamplingParams(temperature=0.0, max_tokens=limit)
     eos = tok.eos_token_id
     engine_fn = lambda: llm.generate(prompt_ids, params)  # noqa: E731
     baseline_fn = lambda: hf_baselines.hf_generate(hf, prompt_ids, limit, eos)  # noqa: E731
-    outs, hf_rows, summary = throughput.timed_point(engine_fn, baseline_fn, run.device, sizes.warmup, sizes.reps)
+    outs, hf_rows, summary = _timed(run, engine_fn, baseline_fn)
     tokens = [list(o.token_ids) for o in outs]
     texts = [tok.decode(t[:t.index(eos)] if eos in t else t, skip_special_tokens=False).strip() for t in tokens]
     row = {"mode": "ar", "config": "AR greedy", "batch": len(prompt_ids), "model": run.name(run.ar_path),
@@ -91,7 +97,7 @@ def mp_point(run, path, llm, hf, prompt_texts, prompt_ids, passes):
     engine_fn = lambda: engine_decode(llm, spec, config, prompt_ids, seeds, fixed_frame=sizes.new_tokens)[0]  # noqa: E731
     baseline_fn = lambda: hf_baselines.hf_framed_mask_predict(  # noqa: E731
         hf, tok, prompt_ids, passes, fixed, lambda t: frame_of_length_token(t) or MAX_SLOTS)
-    outs, hf_rows, summary = throughput.timed_point(engine_fn, baseline_fn, run.device, sizes.warmup, sizes.reps)
+    outs, hf_rows, summary = _timed(run, engine_fn, baseline_fn)
     frames = [o.frame for o in outs]
     head = 1 if length_head else 0
     row = {"mode": "mp", "config": config.name, "passes_setting": str(passes), "batch": len(prompt_ids),

@@ -1,5 +1,6 @@
 """The benchmarks' timers start their timed calls from a settled heap (benchmarks/timing.py)."""
 import gc
+import time
 
 import pytest
 
@@ -24,3 +25,15 @@ def test_objects_alive_before_the_timed_calls_are_frozen(unfrozen, timer, warmup
     timer(lambda: frozen.append(gc.get_freeze_count()))
     assert frozen[:warmup_calls] == [0] * warmup_calls
     assert len(frozen) == warmup_calls + timed_calls and min(frozen[warmup_calls:]) >= len(alive)
+
+
+def test_paired_repetitions_go_on_until_the_time_budget_within_the_cap():
+    def nap():
+        time.sleep(0.002)
+
+    a, b = paired_times(nap, nap, warmup=0, reps=2, min_seconds=0.05, max_reps=1000)
+    assert len(a) == len(b) > 2 and sum(a) + sum(b) >= 0.05
+    a, b = paired_times(nap, nap, warmup=0, reps=2, min_seconds=100.0, max_reps=5)
+    assert len(a) == len(b) == 5
+    a, b = paired_times(nap, None, warmup=0, reps=3, min_seconds=100.0)  # no cap given: reps
+    assert len(a) == 3 and b == []
