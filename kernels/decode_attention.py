@@ -18,14 +18,22 @@ on the device: n is cut into s = clamp(ceil(n / MIN_PARTITION), 1, S) partitions
 length (rounded up to whole K/V tiles), and programs past the s-th return at once. Each
 partition keeps an online softmax in fp32 with base-2 exponents (scores are prescaled by
 scale * log2(e)): a running max m, a running sum l = sum 2^(s - m) and an accumulator
-acc = sum 2^(s - m) v. A second kernel merges the partials of a row with a log-sum-exp
-reduction:
+acc = sum 2^(s - m) v. The partials of a row are merged by a log-sum-exp reduction:
 
     M = max_i m_i,   out = sum_i 2^(m_i - M) acc_i / sum_i 2^(m_i - M) l_i
 
 A sequence planned as one partition (short contexts, or S = 1 at large batches) is
-normalized and written by its only program; the merge skips it, and with S = 1 it is not
-launched at all.
+normalized and written by its only program. Otherwise the merge runs in the same launch,
+in whichever of the sequence's s programs finishes last (one launch per decode step, not
+two): each program stores its partials, then counts itself in with an atomic add on a
+counter of its (sequence, KV head); the program that reads s - 1 merges and sets the counter
+back to 0, so the counters are zero again at the end of every launch (and of every CUDA
+graph replay). The ordering is the one a grid-wide barrier uses: all threads' stores, a CTA
+barrier, then the counting atomic with release semantics at GPU scope; the merging program's
+atomic acquires, and it reads the partials from L2 (".cg"), never from a stale L1 line.
+The counters are one int32 per (sequence, KV head), zeroed once and kept per device; they
+grow only outside CUDA graph capture (the engine runs each shape once before capturing it),
+and two launches that split must not run at once on different streams of one device.
 """
 import dataclasses
 import math
@@ -37,7 +45,7 @@ import triton.language as tl
 from . import _alloc, _checks, _launch
 
 MIN_PARTITION = 256  # context rows below which a split costs more to merge than it saves
-MAX_SPLITS = 64  # the merge kernel's [splits, D] tile (fixed: one compiled merge per head_dim)
+MAX_SPLITS = 64  # partitions per sequence at most (the grid's third dimension)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +82,7 @@ def _split_plan(context_len, max_splits, MIN_PARTITION: tl.constexpr, BLOCK_N: t
 @triton.jit(do_not_specialize=["max_splits", "num_q_heads", "group"])
 def _decode_partition_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
-    out_ptr, m_ptr, l_ptr, acc_ptr,
+    out_ptr, m_ptr, l_ptr, acc_ptr, counters_ptr,
     qk_scale, max_splits, num_q_heads, group,
     stride_qb, stride_qh, stride_qd,
     stride_cb, stride_cs, stride_ch, stride_cd,
@@ -133,48 +141,38 @@ def _decode_partition_kernel(
         m_i = m_new
 
     out_mask = row_mask[:, None] & dim_mask[None, :]
+    out_offset = seq * stride_ob + heads[:, None] * stride_oh + dims[None, :]
     if splits == 1:
         # An empty context (a padding row) has l = 0 and acc = 0: it yields zeros, as the reference.
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-        out_offset = seq * stride_ob + heads[:, None] * stride_oh + dims[None, :]
         tl.store(out_ptr + out_offset, out.to(out_ptr.dtype.element_ty), mask=out_mask)
     else:
         # Partials are contiguous [B, Hq, max_splits] (m, l) and [B, Hq, max_splits, D] (acc).
-        row = (seq * num_q_heads + heads) * max_splits + split
-        tl.store(m_ptr + row, m_i, mask=row_mask)
-        tl.store(l_ptr + row, l_i, mask=row_mask)
-        tl.store(acc_ptr + row[:, None] * HEAD_DIM + dims[None, :], acc, mask=out_mask)
-
-
-@triton.jit(do_not_specialize=["max_splits", "num_q_heads"])
-def _merge_partitions_kernel(
-    out_ptr, m_ptr, l_ptr, acc_ptr, context_lens_ptr, max_splits, num_q_heads,
-    stride_ob, stride_oh,
-    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
-    BLOCK_N: tl.constexpr, MIN_PARTITION: tl.constexpr,
-):
-    seq = tl.program_id(0)
-    head = tl.program_id(1)
-    context_len = tl.load(context_lens_ptr + seq).to(tl.int32)
-    num_splits, _ = _split_plan(context_len, max_splits, MIN_PARTITION, BLOCK_N)
-    if num_splits == 1:  # its only partition wrote the output
-        return
-    splits = tl.arange(0, SPLITS_PAD)
-    dims = tl.arange(0, D_PAD)
-    split_mask = splits < num_splits
-    row = (seq * num_q_heads + head) * max_splits + splits
-    m = tl.load(m_ptr + row, mask=split_mask, other=float("-inf"))
-    l = tl.load(l_ptr + row, mask=split_mask, other=0.0)
-    acc = tl.load(
-        acc_ptr + row[:, None] * HEAD_DIM + dims[None, :],
-        mask=split_mask[:, None] & (dims[None, :] < HEAD_DIM), other=0.0,
-    )
-    weight = tl.exp2(m - tl.max(m, axis=0))  # every used partition holds rows: max m is finite
-    out = tl.sum(weight[:, None] * acc, axis=0) / tl.sum(weight * l, axis=0)
-    tl.store(
-        out_ptr + seq * stride_ob + head * stride_oh + dims,
-        out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM,
-    )
+        first = (seq * num_q_heads + heads) * max_splits  # each head's partition 0
+        tl.store(m_ptr + first + split, m_i, mask=row_mask)
+        tl.store(l_ptr + first + split, l_i, mask=row_mask)
+        tl.store(acc_ptr + (first + split)[:, None] * HEAD_DIM + dims[None, :], acc, mask=out_mask)
+        tl.debug_barrier()  # every thread's partials are stored before this program counts itself in
+        counter = counters_ptr + seq * tl.num_programs(1) + kv_head
+        if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == splits - 1:  # the last one: merge
+            tl.store(counter, 0)
+            # M per head over its partitions (finite: each holds rows), then the weighted sums.
+            m_max = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+            for part in range(0, splits):
+                m_part = tl.load(m_ptr + first + part, mask=row_mask, other=0.0, cache_modifier=".cg")
+                m_max = tl.maximum(m_max, m_part)
+            numerator = tl.zeros([GROUP_PAD, D_PAD], tl.float32)
+            denominator = tl.zeros([GROUP_PAD], tl.float32)
+            for part in range(0, splits):
+                m_part = tl.load(m_ptr + first + part, mask=row_mask, other=0.0, cache_modifier=".cg")
+                l_part = tl.load(l_ptr + first + part, mask=row_mask, other=0.0, cache_modifier=".cg")
+                acc_part = tl.load(acc_ptr + (first + part)[:, None] * HEAD_DIM + dims[None, :],
+                                   mask=out_mask, other=0.0, cache_modifier=".cg")
+                weight = tl.exp2(m_part - m_max)
+                numerator += weight[:, None] * acc_part
+                denominator += weight * l_part
+            out = numerator / tl.where(row_mask, denominator, 1.0)[:, None]
+            tl.store(out_ptr + out_offset, out.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
 def max_kv_splits(batch, num_kv_heads, capacity, device):
@@ -190,6 +188,24 @@ def max_kv_splits(batch, num_kv_heads, capacity, device):
     return max(1, min(wanted, useful, MAX_SPLITS))
 
 
+_counters: dict = {}  # device -> int32 zeros: the merge counters (module docstring)
+
+
+def _merge_counters(size: int, device) -> torch.Tensor:
+    """At least `size` zeroed counters on `device`, kept between launches."""
+    device = torch.device(device)
+    counters = _counters.get(device)
+    if counters is None or counters.numel() < size:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"decode_attention needs {size} split counters on {device} but holds "
+                f"{0 if counters is None else counters.numel()}; run the step's shape once before "
+                "capturing it in a CUDA graph"
+            )
+        counters = _counters[device] = torch.zeros(max(size, 1024), dtype=torch.int32, device=device)
+    return counters
+
+
 def launch(q, k_cache, v_cache, block_tables, context_lens, scale, config: DecodeConfig):
     """`decode_attention` with explicit launch parameters (the GPU check sweeps them)."""
     if k_cache.stride() != v_cache.stride():
@@ -203,32 +219,26 @@ def launch(q, k_cache, v_cache, block_tables, context_lens, scale, config: Decod
         return out
 
     splits = max_kv_splits(batch, num_kv_heads, block_tables.shape[1] * block_size, q.device)
-    if splits == 1:
-        m = l = acc = out  # never written: every sequence is one partition
+    if splits == 1:  # every sequence is one partition: nothing below is written
+        m = l = acc = out
+        counters = block_tables  # int32, as the counters are, so one signature serves both
     else:
         m = _alloc.empty((batch, num_q_heads, splits), torch.float32, q.device)
         l = _alloc.empty((batch, num_q_heads, splits), torch.float32, q.device)
         acc = _alloc.empty((batch, num_q_heads, splits, head_dim), torch.float32, q.device)
-    d_pad = _launch.dot_block(head_dim)
+        counters = _merge_counters(batch * num_kv_heads, q.device)
     group = num_q_heads // num_kv_heads
     _decode_partition_kernel[(batch, num_kv_heads, splits)](
         q, k_cache, v_cache, block_tables, context_lens,
-        out, m, l, acc,
+        out, m, l, acc, counters,
         scale * math.log2(math.e), splits, num_q_heads, group,
         *q.stride(), *k_cache.stride(),
         *block_tables.stride(), out.stride(0), out.stride(1),
-        GROUP_PAD=_launch.dot_block(group), HEAD_DIM=head_dim, D_PAD=d_pad,
+        GROUP_PAD=_launch.dot_block(group), HEAD_DIM=head_dim, D_PAD=_launch.dot_block(head_dim),
         BLOCK_SIZE=block_size, BLOCK_N=config.block_n, MIN_PARTITION=MIN_PARTITION,
         **_launch.dot_settings(q.dtype),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
-    if splits > 1:
-        _merge_partitions_kernel[(batch, num_q_heads)](
-            out, m, l, acc, context_lens, splits, num_q_heads, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, D_PAD=d_pad, SPLITS_PAD=MAX_SPLITS,
-            BLOCK_N=config.block_n, MIN_PARTITION=MIN_PARTITION,
-            num_warps=4,
-        )
     return out
 
 

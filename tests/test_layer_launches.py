@@ -51,7 +51,7 @@ def test_decode_step_launches_at_most_three_non_gemm_kernels(make, tmp_path, mon
     llm = LLM(make(str(tmp_path)), kernel_backend="triton", block_size=4, num_kv_blocks=32)
     model = llm.engine.executor.runner.model
     # The tiny model serves 128 positions, so decode attention runs one partition per
-    # sequence: no split-KV merge launch (a long context on a GPU adds that one).
+    # sequence; a split step is one launch too (tests/kernels/test_decode_attention.py).
     launches = _record_launches(monkeypatch)
     per_layer = _record_decode_layers(monkeypatch, model, launches)
 
