@@ -142,7 +142,7 @@ def rms_norm(x, weight, eps, residual=None):
     # mean is a sum and a division), with the division, eps and rsqrt in place on the one
     # [M, 1] column instead of three new tensors and mean's own wrapper dispatch
     scale = (hf * hf).sum(-1, keepdim=True).div_(h.shape[-1]).add_(eps).rsqrt_()
-    y = cast(hf * scale * cast(weight, torch.float32), x.dtype)
+    y = cast((hf * scale).mul_(cast(weight, torch.float32)), x.dtype)  # in place: one [M, D] tensor fewer
     return y if residual is None else (y, h)
 
 
@@ -225,7 +225,7 @@ def rotary_store_kv(q, k, v, positions, cos_cache, sin_cache, k_cache, v_cache, 
 def silu_and_mul(x):
     """SwiGLU: x [..., 2I] = [gate | up] -> silu(gate) * up of shape [..., I]."""
     gate, up = x.float().chunk(2, dim=-1)
-    return cast(F.silu(gate) * up, x.dtype)
+    return cast(F.silu(gate).mul_(up), x.dtype)
 
 
 @_checks.checked(_checks.check_gelu)

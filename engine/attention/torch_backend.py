@@ -170,7 +170,8 @@ def _rotated(q, k, v, rope, plan):
     cos, signed_sin = _rotation(plan, rope)
     qk = x[:, : q.shape[1] + k.shape[1]].float()
     swapped = torch.roll(qk, x.shape[2] // 2, dims=-1)  # the halves exchanged: [x2, x1]
-    q_out, k_out = cast(qk * cos + swapped * signed_sin, q.dtype).split([q.shape[1], k.shape[1]], dim=1)
+    rotated = (qk * cos).add_(swapped.mul_(signed_sin))  # in place on the two fresh tensors
+    q_out, k_out = cast(rotated, q.dtype).split([q.shape[1], k.shape[1]], dim=1)
     return q_out, k_out, x[:, q.shape[1] + k.shape[1]:]
 
 
@@ -184,9 +185,8 @@ def _store(cache, slots, x):
     cache.view(-1, x.shape[1] * x.shape[2]).index_put_((slots,), x.reshape(x.shape[0], -1))
 
 
-def _sdpa(q, k, v, batch, q_len, k_len, mask, is_causal, scale):
-    """Rows q [batch * q_len, Hq, D], k/v [batch * k_len, Hkv, D] -> [batch * q_len, Hq, D]
-    in fp32."""
+def _sdpa_heads(q, k, v, batch, q_len, k_len, mask, is_causal, scale):
+    """Rows q [batch * q_len, Hq, D], k/v [batch * k_len, Hkv, D] -> [batch, Hq, q_len, D] in fp32."""
     num_q_heads, head_dim = q.shape[1:]
     num_kv_heads = k.shape[1]
     return F.scaled_dot_product_attention(
@@ -194,7 +194,14 @@ def _sdpa(q, k, v, batch, q_len, k_len, mask, is_causal, scale):
         k.reshape(batch, k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
         v.reshape(batch, k_len, num_kv_heads, head_dim).transpose(1, 2).float(),
         attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=num_q_heads != num_kv_heads,
-    ).transpose(1, 2).reshape(batch * q_len, num_q_heads, head_dim)
+    )
+
+
+def _sdpa(q, k, v, batch, q_len, k_len, mask, is_causal, scale):
+    """Rows q [batch * q_len, Hq, D], k/v [batch * k_len, Hkv, D] -> [batch * q_len, Hq, D]
+    in fp32."""
+    out = _sdpa_heads(q, k, v, batch, q_len, k_len, mask, is_causal, scale)
+    return out.transpose(1, 2).reshape(batch * q_len, *q.shape[1:])
 
 
 def _attend(q, k, v, plan, scale):
@@ -212,9 +219,11 @@ def _attend_groups(q, k, v, plan, scale):
     """Own-keys attention of packed q [T, Hq, D], k/v [T, Hkv, D], one call per run of equal length."""
     out = q.new_empty(q.shape)
     for group in plan.groups:
-        rows = group.rows
-        out[rows] = _sdpa(q[rows], k[rows], v[rows], group.batch, group.length, group.length, None,
-                          plan.is_causal, scale)
+        rows, shape = group.rows, (group.batch, group.length, *q.shape[1:])
+        # SDPA's [B, H, L, D] output copied once, straight into the group's rows
+        out[rows].view(shape).transpose(1, 2).copy_(
+            _sdpa_heads(q[rows], k[rows], v[rows], group.batch, group.length, group.length, None, plan.is_causal,
+                        scale))
     return out
 
 
