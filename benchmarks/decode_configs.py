@@ -22,6 +22,11 @@ class DecodeConfig:
     remask: str = "low_confidence"
     oracle_frame: bool = False
 
+    @property
+    def seeded(self) -> bool:
+        """Whether a seed can change the result: sampling, or random re-masking."""
+        return self.temperature > 0 or self.remask == "random"
+
     def mp_params(self, frame, seed=None):
         """The engine's parameters for a frame of `frame` slots."""
         iterations = frame if self.passes == "N" else min(self.passes, frame)
