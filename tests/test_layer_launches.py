@@ -11,23 +11,10 @@ import torch
 
 from engine import LLM, SamplingParams
 from kernels import norm_linear
+from tests.kernel_launches import record_launches
 from tests.tiny_causal import make_llama, make_qwen2
 
 GEMM_KERNELS = {norm_linear._rms_norm_linear_kernel.fn.__name__}
-
-
-def _record_launches(monkeypatch):
-    """A list that receives the name of every Triton kernel launched from now on."""
-    launches = []
-    kernel_class = type(norm_linear._rms_norm_linear_kernel)
-    original_run = kernel_class.run
-
-    def run(self, *args, **kwargs):
-        launches.append(self.fn.__name__)
-        return original_run(self, *args, **kwargs)
-
-    monkeypatch.setattr(kernel_class, "run", run)
-    return launches
 
 
 def _record_decode_layers(monkeypatch, model, launches):
@@ -52,7 +39,7 @@ def test_decode_step_launches_at_most_three_non_gemm_kernels(make, tmp_path, mon
     model = llm.engine.executor.runner.model
     # The tiny model serves 128 positions, so decode attention runs one partition per
     # sequence; a split step is one launch too (tests/kernels/test_decode_attention.py).
-    launches = _record_launches(monkeypatch)
+    launches = record_launches(monkeypatch)
     per_layer = _record_decode_layers(monkeypatch, model, launches)
 
     params = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)

@@ -8,7 +8,7 @@ import torch
 import kernels
 from benchmarks.kernel_cases import DECODE, DecodeCase, decode_inputs
 from kernels import reference
-from tests.test_layer_launches import _record_launches
+from tests.kernel_launches import record_launches
 
 # The function first (lazy load), then its module from sys.modules: importing the submodule
 # by name before would shadow the function `kernels.decode_attention` with the module.
@@ -50,7 +50,7 @@ def test_split_plan_follows_each_context_not_the_table_width(device):
 def test_a_split_step_is_one_launch_that_leaves_its_counters_at_zero(device, monkeypatch):
     """The last partition of each (sequence, KV head) merges them in the same launch, then
     resets its counter: a second launch over the same counters gives the same result."""
-    launches = _record_launches(monkeypatch)
+    launches = record_launches(monkeypatch)
     case = DecodeCase((700, 3, 300, 40), 8, 2, 32, 16, max_model_len=4096)  # GQA groups of 4
     for _ in range(2):
         _check(case, torch.float32, device, 1e-5)
